@@ -1,0 +1,31 @@
+//! Shared API types and controller plumbing for the TKEStack add-on successors.
+//!
+//! - [`api`]: the custom resources (TApp, CronHPA, LBCF, Galaxy) and their CRDs;
+//! - [`cli`]: flag groups flattened into every binary's clap `Args`;
+//! - [`telemetry`], [`metrics`], [`admin`]: logs, the per-binary Prometheus registry and
+//!   the `/metrics` `/healthz` `/readyz` server;
+//! - [`leader`]: Lease-based leader election; [`runtime`]: the process harness that ties
+//!   client, admin server, signals and leadership together;
+//! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff.
+//!
+//! `kube`, `k8s_openapi` and `schemars` are re-exported so every controller uses the
+//! workspace's one version of each.
+
+pub mod admin;
+pub mod api;
+pub mod backoff;
+pub mod cli;
+pub mod crdgen;
+mod error;
+pub mod events;
+pub mod leader;
+pub mod metrics;
+pub mod runtime;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use k8s_openapi;
+pub use kube;
+pub use schemars;

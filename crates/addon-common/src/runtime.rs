@@ -1,0 +1,176 @@
+//! The process harness every controller binary uses:
+//! client → metrics registry → admin server → signals → leader election → controllers.
+//!
+//! ```text
+//! main ─ telemetry::init ─ Process::start ─┬─ admin server (/metrics /healthz /readyz)
+//!                                          ├─ signal watcher (SIGTERM/SIGINT → shutdown)
+//!                                          └─ leader elector (Lease) ──► leadership
+//! Process::run(|stop| controllers(stop)) : runs the controllers while this replica leads,
+//!                                          cancels them when it stops leading or on shutdown.
+//! ```
+
+use std::future::Future;
+
+use kube::Client;
+use prometheus::Registry;
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Result,
+    admin::{self, AdminServer, Health, Leadership},
+    cli::CommonArgs,
+    leader::{KubeLeaseStore, LeaderElector, Timing, default_identity},
+    metrics::new_registry,
+    shutdown,
+};
+
+/// A started controller process.
+pub struct Process {
+    /// The component name (binary name), e.g. `tapp-controller`.
+    pub component: &'static str,
+    /// API client.
+    pub client: Client,
+    /// The binary's one metrics registry.
+    pub registry: Registry,
+    /// Readiness state served on `/readyz`.
+    pub health: Health,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// The admin server's bound address.
+    pub admin_address: std::net::SocketAddr,
+    leading: watch::Receiver<bool>,
+    elector: Option<JoinHandle<()>>,
+    admin: AdminServer,
+    admin_stop: CancellationToken,
+}
+
+impl Process {
+    /// Connects to the API server, starts the admin server, the signal watcher and (when
+    /// enabled) leader election. Call after [`crate::telemetry::init`].
+    pub async fn start(component: &'static str, args: &CommonArgs) -> Result<Self> {
+        let client = args.kube.client().await?;
+        Self::start_with_client(component, args, client, shutdown::on_signal()).await
+    }
+
+    /// As [`Process::start`], with a given client and shutdown token (tests, embedding).
+    pub async fn start_with_client(
+        component: &'static str,
+        args: &CommonArgs,
+        client: Client,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let registry = new_registry()?;
+        let health = Health::default();
+        let admin_stop = CancellationToken::new();
+        let admin = admin::serve(
+            args.admin.admin_address,
+            registry.clone(),
+            health.clone(),
+            admin_stop.clone(),
+        )
+        .await?;
+        let le = &args.leader_election;
+        let (leading, elector) = if le.leader_elect {
+            le.validate()?;
+            let namespace = le
+                .lease_namespace
+                .clone()
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or_else(|| "kube-system".into());
+            let name = le
+                .lease_name
+                .clone()
+                .unwrap_or_else(|| component.to_owned());
+            let identity = default_identity();
+            tracing::info!(lease = %format!("{namespace}/{name}"), %identity, "leader election enabled");
+            health.set_leadership(Leadership::Standby);
+            let store = KubeLeaseStore::new(client.clone(), &namespace, &name);
+            let elector = LeaderElector::new(store, identity, Timing::from(le));
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(elector.run(shutdown.clone(), tx));
+            (rx, Some(task))
+        } else {
+            let (_tx, rx) = watch::channel(true);
+            // Keep the value `true` readable after the sender is gone.
+            (rx, None)
+        };
+        Ok(Self {
+            component,
+            client,
+            registry,
+            health,
+            shutdown,
+            admin_address: admin.local_addr,
+            leading,
+            elector,
+            admin,
+            admin_stop,
+        })
+    }
+
+    /// Runs `controllers` while this replica leads. The future gets a token that is
+    /// cancelled when leadership is lost or the process shuts down; it must return soon
+    /// after. On shutdown the lease is released and the admin server stopped last.
+    pub async fn run<F, Fut>(mut self, mut controllers: F) -> Result<()>
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let elected = self.elector.is_some();
+        loop {
+            // Wait to lead (or for shutdown).
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                res = self.leading.wait_for(|l| *l) => {
+                    if res.is_err() && elected {
+                        break;
+                    }
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if elected {
+                self.health.set_leadership(Leadership::Leader);
+            }
+            let stop = self.shutdown.child_token();
+            let mut running = tokio::spawn(controllers(stop.clone()));
+            let lost = tokio::select! {
+                () = self.shutdown.cancelled() => false,
+                _ = self.leading.wait_for(|l| !*l), if elected => true,
+                res = &mut running => {
+                    if let Err(error) = res {
+                        tracing::error!(%error, "controllers panicked");
+                    }
+                    tracing::warn!("controllers stopped on their own; shutting down");
+                    self.shutdown.cancel();
+                    break;
+                }
+            };
+            stop.cancel();
+            if let Err(error) = running.await {
+                tracing::error!(%error, "controllers panicked while stopping");
+            }
+            if lost {
+                tracing::warn!("lost leadership: controllers stopped, standing by");
+                self.health.set_leadership(Leadership::Standby);
+                continue;
+            }
+            break;
+        }
+        tracing::info!(component = self.component, "shutting down");
+        self.shutdown.cancel();
+        if let Some(elector) = self.elector.take() {
+            // The elector releases the lease when it sees the shutdown.
+            let _ = elector.await;
+        }
+        self.admin_stop.cancel();
+        let _ = self.admin.task.await;
+        Ok(())
+    }
+}
