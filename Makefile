@@ -11,7 +11,7 @@ export PROMTOOL ?= $(TOOLS_BIN)/promtool
 
 NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
-TEST_CMD := $(CARGO) nextest run --no-fail-fast
+TEST_CMD := $(CARGO) nextest run --no-fail-fast --no-tests=warn
 else
 TEST_CMD := $(CARGO) test --no-fail-fast
 endif
@@ -37,10 +37,10 @@ test-unit: ## Tier 1: pure logic (lib and bin unit tests, doc tests)
 	$(CARGO) test --workspace --doc
 
 test-integration: ## Tier 2: integration tests of the crates (controllers against the in-process emulator, tools)
-	$(TEST_CMD) --workspace --exclude e2e --tests
+	$(TEST_CMD) --workspace --exclude e2e --test '*'
 
 test-e2e: ## Tier 3: the e2e crate (emulated API server, binaries and kubectl over loopback; E2E_KUBECONFIG for a real cluster)
-	$(TEST_CMD) -p e2e --tests
+	$(TEST_CMD) -p e2e --test '*'
 
 e2e: test-e2e ## Alias of test-e2e
 

@@ -4,14 +4,21 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, Recorder, Reporter},
 };
+
+pub use kube::runtime::events::EventType;
 
 /// The longest note the Events API accepts.
 pub const MAX_NOTE_BYTES: usize = 1024;
 
 /// Publishes Events as one controller; failures are logged, never returned, so an
 /// Event that cannot be written never fails a reconciliation.
+///
+/// kube-runtime folds events with the same (type, reason, action, regarding, related)
+/// into one series whatever their note, so an event about a child object (a pod created
+/// for a TApp) must name that child as `related`: otherwise "created pod a" and "created
+/// pod b" become one event counted twice.
 #[derive(Clone)]
 pub struct EventRecorder {
     recorder: Recorder,

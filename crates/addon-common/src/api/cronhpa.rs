@@ -123,8 +123,10 @@ pub struct CronHPASpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CrossVersionObjectReference {
-    /// API version of the target, e.g. "apps/v1" or "apps.tkestack.io/v1". Default: the
-    /// preferred version of the kind's group found by discovery.
+    /// API version of the target, e.g. "apps/v1" or "apps.tkestack.io/v1". May be omitted
+    /// for the well-known kinds: Deployment, StatefulSet and ReplicaSet (apps/v1),
+    /// ReplicationController (v1), TApp (apps.tkestack.io/v1) and HorizontalPodAutoscaler
+    /// (autoscaling/v2); required for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
 

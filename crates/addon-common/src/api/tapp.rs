@@ -176,7 +176,9 @@ pub struct TAppSpec {
 
     /// What happens to the per-instance claims of `volumeClaimTemplates` when instances are
     /// scaled away or the TApp is deleted. Extension of this implementation (not in the
-    /// original); when absent both cases Retain, as the original always did.
+    /// original). When absent, the original's behaviour: claims are kept on scale-down and
+    /// deleted with the TApp (they carry its owner reference). When present, each unset
+    /// field means Retain, as for StatefulSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim_retention_policy: Option<TAppPersistentVolumeClaimRetentionPolicy>,
 }
@@ -499,9 +501,14 @@ pub fn claim_name(claim: &str, tapp: &str, id: &str) -> String {
     format!("{claim}-{tapp}-{id}")
 }
 
-/// Parses an instance id key of `templates`/`statuses` (a non-negative decimal integer).
+/// Parses an instance id key of `templates`/`statuses` (a non-negative decimal integer
+/// without leading zeros, as the pod label `tapp_instance_key` writes it).
 pub fn parse_instance_id(key: &str) -> Option<u32> {
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // "007" would never match the pod label "7": only canonical decimal ids are ids.
+    if key.len() > 1 && key.starts_with('0') {
         return None;
     }
     key.parse().ok()
@@ -651,7 +658,7 @@ mod tests {
     fn instance_ids() {
         assert_eq!(parse_instance_id("0"), Some(0));
         assert_eq!(parse_instance_id("12"), Some(12));
-        for bad in ["", "-1", "a", "1a", " 1"] {
+        for bad in ["", "-1", "a", "1a", " 1", "007", "00"] {
             assert_eq!(parse_instance_id(bad), None);
         }
         assert_eq!(pod_name("web", "3"), "web-3");

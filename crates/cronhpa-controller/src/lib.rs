@@ -1,0 +1,22 @@
+//! CronHPA controller: sets the replicas of any scalable workload on cron schedules,
+//! wire-compatible with TKEStack's `extensions.tkestack.io/v1` CronHPA.
+//!
+//! - [`schedule`]: the cron dialect (one adaptation function over `croner`) and its
+//!   evaluation in a time zone, DST included;
+//! - [`validate`]: spec validation shared by the webhook and the controller;
+//! - [`plan`]: every scheduling decision, pure (catch-up, deadline, suspend, status);
+//! - [`scale`]: the scale subresource through discovery, and HPA mode;
+//! - [`controller`]: the thin executor (kube-runtime Controller, timer-driven requeues);
+//! - [`webhook`]: the validating admission webhook over HTTPS;
+//! - [`metrics`]: the controller's metrics.
+
+pub mod controller;
+mod error;
+pub mod metrics;
+pub mod plan;
+pub mod scale;
+pub mod schedule;
+pub mod validate;
+pub mod webhook;
+
+pub use error::{Error, Result};

@@ -1,0 +1,17 @@
+//! The TApp controller (apps.tkestack.io/v1), wire-compatible with tkestack/tapp.
+//!
+//! - [`plan`]: the pure planner holding every decision (table-tested);
+//! - [`controller`]: the thin executor (kube-runtime Controller, status, events, metrics);
+//! - [`validate`] and [`webhook`]: the validating admission webhook and its TLS;
+//! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers.
+
+pub mod controller;
+pub mod error;
+pub mod hash;
+pub mod metrics;
+pub mod plan;
+pub mod pods;
+pub mod validate;
+pub mod webhook;
+
+pub use error::{Error, Result};

@@ -1,0 +1,215 @@
+//! `tapp-controller`: the TApp controller and its validating admission webhook.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use addon_common::cli::CommonArgs;
+use addon_common::runtime::Process;
+use anyhow::Context as _;
+use clap::Parser;
+use tapp_controller::controller::{self, COMPONENT, Config};
+use tapp_controller::metrics::Metrics;
+use tapp_controller::plan::Flags;
+use tapp_controller::webhook::{self, SecretCerts};
+
+/// When the cluster serves pods/resize, resize in place; `auto` discovers it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Resize {
+    Auto,
+    Enabled,
+    Disabled,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = COMPONENT, version, about = "TApp controller (apps.tkestack.io/v1), wire-compatible with tkestack/tapp")]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Keep finished (Succ/Failed) batch pods until the whole TApp has finished (the original's flag).
+    #[arg(long, env = "DELETE_POD_AFTER_APP_FINISH", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    delete_pod_after_app_finish: bool,
+
+    /// In-place resource resize through the pod `resize` subresource.
+    #[arg(long, env = "IN_PLACE_RESIZE", value_enum, default_value_t = Resize::Auto)]
+    in_place_resize: Resize,
+
+    /// Watch nodes, so pods of lost nodes are force-deleted (`forceDeletePod`).
+    #[arg(long, env = "WATCH_NODES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    watch_nodes: bool,
+
+    /// Serve the validating admission webhook (HTTPS) on this address; empty disables it.
+    #[arg(long, env = "WEBHOOK_ADDRESS", default_value = "0.0.0.0:8443")]
+    webhook_address: String,
+
+    /// Namespace of the webhook Service and certificate Secret. Defaults to $POD_NAMESPACE, then kube-system.
+    #[arg(long, env = "WEBHOOK_NAMESPACE")]
+    webhook_namespace: Option<String>,
+
+    /// Name of the webhook Service (certificate DNS names).
+    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "tapp-controller")]
+    webhook_service: String,
+
+    /// Secret holding the self-generated CA and serving certificate (created when missing, renewed 30 days before expiry).
+    #[arg(
+        long,
+        env = "WEBHOOK_CERT_SECRET",
+        default_value = "tapp-controller-webhook-cert"
+    )]
+    webhook_cert_secret: String,
+
+    /// ValidatingWebhookConfiguration whose caBundle is patched with the generated CA; empty: don't patch.
+    #[arg(long, env = "WEBHOOK_CONFIG_NAME", default_value = "tapp-controller")]
+    webhook_config_name: String,
+
+    /// Serve this certificate (PEM) instead of a self-generated one (with --webhook-tls-key-file).
+    #[arg(long, env = "WEBHOOK_TLS_CERT_FILE", requires = "webhook_tls_key_file")]
+    webhook_tls_cert_file: Option<PathBuf>,
+
+    /// Key (PEM) of --webhook-tls-cert-file.
+    #[arg(long, env = "WEBHOOK_TLS_KEY_FILE", requires = "webhook_tls_cert_file")]
+    webhook_tls_key_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    addon_common::telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
+    let process = Process::start(COMPONENT, &args.common).await?;
+    let metrics = Metrics::register(&process.registry)?;
+
+    if !args.webhook_address.is_empty() {
+        start_webhook(&args, &process, metrics.clone()).await?;
+    }
+
+    let resize_supported = match args.in_place_resize {
+        Resize::Enabled => true,
+        Resize::Disabled => false,
+        Resize::Auto => controller::discover_resize(&process.client).await,
+    };
+    tracing::info!(resize_supported, "in-place resource resize");
+    let config = Config {
+        flags: Flags {
+            delete_pod_after_app_finish: args.delete_pod_after_app_finish,
+            resize_supported,
+        },
+        namespace: args.common.watch.watch_namespace.clone(),
+        watch_nodes: args.watch_nodes,
+    };
+    let client = process.client.clone();
+    let health = process.health.clone();
+    process
+        .run(move |stop| {
+            controller::run(
+                client.clone(),
+                config.clone(),
+                metrics.clone(),
+                health.clone(),
+                stop,
+            )
+        })
+        .await?;
+    Ok(())
+}
+
+async fn start_webhook(args: &Args, process: &Process, metrics: Metrics) -> anyhow::Result<()> {
+    let addr: SocketAddr = args.webhook_address.parse().context("--webhook-address")?;
+    let router = webhook::router(Some(metrics));
+    let stop = process.shutdown.clone();
+    if let (Some(cert), Some(key)) = (&args.webhook_tls_cert_file, &args.webhook_tls_key_file) {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let tls = Arc::new(RwLock::new(webhook::server_config(
+            &read(cert)?,
+            &read(key)?,
+        )?));
+        let (local, _) = webhook::serve_tls(addr, router, tls, stop).await?;
+        tracing::info!(%local, "webhook serving a provided certificate");
+        return Ok(());
+    }
+    let namespace = args
+        .webhook_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "kube-system".into());
+    let certs = SecretCerts {
+        client: process.client.clone(),
+        namespace,
+        secret: args.webhook_cert_secret.clone(),
+        service: args.webhook_service.clone(),
+        webhook_config: Some(args.webhook_config_name.clone()).filter(|s| !s.is_empty()),
+    };
+    let bundle = certs
+        .ensure(chrono::Utc::now())
+        .await
+        .context("webhook certificate")?;
+    let tls = Arc::new(RwLock::new(webhook::server_config(
+        &bundle.cert_pem,
+        &bundle.key_pem,
+    )?));
+    if let Err(error) = certs.patch_ca_bundle(&bundle.ca_pem).await {
+        tracing::warn!(%error, "cannot patch the webhook caBundle yet; retrying hourly");
+    }
+    let (local, _) = webhook::serve_tls(addr, router, tls.clone(), stop.clone()).await?;
+    tracing::info!(%local, secret = %certs.secret, "webhook serving a self-managed certificate");
+    // Rotation: re-read (and renew when due) the Secret; re-patch the caBundle.
+    tokio::spawn(async move {
+        let mut current = bundle;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+            match certs.ensure(chrono::Utc::now()).await {
+                Ok(b) => {
+                    if b != current {
+                        match webhook::server_config(&b.cert_pem, &b.key_pem) {
+                            Ok(cfg) => *tls.write().unwrap_or_else(|p| p.into_inner()) = cfg,
+                            Err(error) => {
+                                tracing::warn!(%error, "new webhook certificate unusable")
+                            }
+                        }
+                        current = b;
+                    }
+                    if let Err(error) = certs.patch_ca_bundle(&current.ca_pem).await {
+                        tracing::warn!(%error, "cannot patch the webhook caBundle");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot renew the webhook certificate"),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_defaults_match_the_original() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["tapp-controller"]).expect("defaults parse");
+        assert!(args.delete_pod_after_app_finish);
+        assert_eq!(args.in_place_resize, Resize::Auto);
+        assert_eq!(args.webhook_address, "0.0.0.0:8443");
+        let args = Args::try_parse_from([
+            "tapp-controller",
+            "--delete-pod-after-app-finish=false",
+            "--webhook-address=",
+            "--watch-namespace=a",
+        ])
+        .expect("flags parse");
+        assert!(!args.delete_pod_after_app_finish);
+        assert!(args.webhook_address.is_empty());
+        assert_eq!(args.common.watch.watch_namespace.as_deref(), Some("a"));
+    }
+}

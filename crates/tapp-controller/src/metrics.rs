@@ -1,0 +1,127 @@
+//! Prometheus metrics of the TApp controller (all in the binary's one registry).
+
+use addon_common::api::tapp::InstanceStatus;
+use addon_common::metrics::ReconcileMetrics;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::Result;
+
+/// Metric name prefix.
+pub const PREFIX: &str = "tapp_controller";
+
+/// Every metric the controller exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// `tapp_controller_reconcile_total`, `_reconcile_errors_total{error}`, `_reconcile_duration_seconds`.
+    pub reconcile: ReconcileMetrics,
+    /// `tapp_controller_instances{namespace,tapp,status}`.
+    pub instances: IntGaugeVec,
+    /// `tapp_controller_pod_updates_total{method}`: in_place, resize, recreate, metadata.
+    pub pod_updates: IntCounterVec,
+    /// `tapp_controller_rollout_updated_instances{namespace,tapp}`.
+    pub rollout_updated: IntGaugeVec,
+    /// `tapp_controller_rollout_desired_instances{namespace,tapp}`.
+    pub rollout_desired: IntGaugeVec,
+    /// `tapp_controller_webhook_requests_total{result}`.
+    pub webhook: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self> {
+        let reconcile = ReconcileMetrics::register(registry, PREFIX)?;
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                format!("{PREFIX}_instances"),
+                "TApp instances by observed instance status.",
+            ),
+            &["namespace", "tapp", "status"],
+        )
+        .map_err(addon_common::Error::from)?;
+        let pod_updates = IntCounterVec::new(
+            Opts::new(
+                format!("{PREFIX}_pod_updates_total"),
+                "Pods brought to a new template, by method (in_place, resize, recreate, metadata).",
+            ),
+            &["method"],
+        )
+        .map_err(addon_common::Error::from)?;
+        let rollout_updated = IntGaugeVec::new(
+            Opts::new(
+                format!("{PREFIX}_rollout_updated_instances"),
+                "Desired running instances whose pod runs the instance's current template.",
+            ),
+            &["namespace", "tapp"],
+        )
+        .map_err(addon_common::Error::from)?;
+        let rollout_desired = IntGaugeVec::new(
+            Opts::new(
+                format!("{PREFIX}_rollout_desired_instances"),
+                "Instances that should be running.",
+            ),
+            &["namespace", "tapp"],
+        )
+        .map_err(addon_common::Error::from)?;
+        let webhook = IntCounterVec::new(
+            Opts::new(
+                format!("{PREFIX}_webhook_requests_total"),
+                "Admission reviews answered, by result (allowed, denied, error).",
+            ),
+            &["result"],
+        )
+        .map_err(addon_common::Error::from)?;
+        for c in [&instances, &rollout_updated, &rollout_desired] {
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(addon_common::Error::from)?;
+        }
+        for c in [&pod_updates, &webhook] {
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(addon_common::Error::from)?;
+        }
+        for method in ["in_place", "resize", "recreate", "metadata"] {
+            pod_updates.with_label_values(&[method]);
+        }
+        Ok(Self {
+            reconcile,
+            instances,
+            pod_updates,
+            rollout_updated,
+            rollout_desired,
+            webhook,
+        })
+    }
+
+    /// Sets the per-TApp gauges.
+    pub fn set_tapp(
+        &self,
+        ns: &str,
+        name: &str,
+        statuses: &std::collections::BTreeMap<String, InstanceStatus>,
+        updated: u32,
+        desired: u32,
+    ) {
+        for s in InstanceStatus::ALL {
+            let n = statuses.values().filter(|v| **v == s).count() as i64;
+            self.instances
+                .with_label_values(&[ns, name, s.as_str()])
+                .set(n);
+        }
+        self.rollout_updated
+            .with_label_values(&[ns, name])
+            .set(i64::from(updated));
+        self.rollout_desired
+            .with_label_values(&[ns, name])
+            .set(i64::from(desired));
+    }
+
+    /// Removes the gauges of a TApp that no longer exists.
+    pub fn forget_tapp(&self, ns: &str, name: &str) {
+        for s in InstanceStatus::ALL {
+            let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
+        }
+        let _ = self.rollout_updated.remove_label_values(&[ns, name]);
+        let _ = self.rollout_desired.remove_label_values(&[ns, name]);
+    }
+}

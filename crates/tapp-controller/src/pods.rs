@@ -1,0 +1,262 @@
+//! Pure helpers over pods and label selectors.
+
+use std::collections::BTreeMap;
+
+use addon_common::api::tapp::{
+    IN_PLACE_UPDATE_READY_CONDITION, IN_PLACE_UPDATE_STATE_ANNOTATION, INSTANCE_ID_LABEL,
+    parse_instance_id,
+};
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Pod annotation (ours) recording, per container name, the imageID a container ran before
+/// an in-place update. Lets "still updating" be decided by imageID instead of the fragile
+/// image-string heuristic (tapp PR#63).
+pub const PRE_UPDATE_IMAGE_IDS_ANNOTATION: &str = "apps.tkestack.io/pre-update-image-ids";
+
+/// The instance id of a pod (its `tapp_instance_key` label).
+pub fn instance_id(pod: &Pod) -> Option<u32> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(INSTANCE_ID_LABEL)
+        .and_then(|v| parse_instance_id(v))
+}
+
+/// The pod has a deletion timestamp.
+pub fn is_dying(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// The pod's phase ("" when unknown yet).
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// A pod condition by type.
+pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// PodReady is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    condition(pod, "Ready").is_some_and(|c| c.status == "True")
+}
+
+/// The in-place readiness gate condition value, if set.
+pub fn in_place_condition(pod: &Pod) -> Option<bool> {
+    condition(pod, IN_PLACE_UPDATE_READY_CONDITION).map(|c| c.status == "True")
+}
+
+/// Image equality as the original judges it: also accepts `docker.io/` prefixes and an
+/// implicit `:latest` tag.
+pub fn image_equal(spec_image: &str, status_image: &str) -> bool {
+    fn normalise(image: &str) -> String {
+        let mut s = image
+            .strip_prefix("docker.io/library/")
+            .or_else(|| image.strip_prefix("docker.io/"))
+            .unwrap_or(image)
+            .to_string();
+        let last = s.rsplit('/').next().unwrap_or("");
+        if !last.contains(':') && !last.contains('@') {
+            s.push_str(":latest");
+        }
+        s
+    }
+    spec_image == status_image || normalise(spec_image) == normalise(status_image)
+}
+
+/// "Updating" (reference A.7 step 4): the pod was updated in place (annotation "true") and some
+/// container does not run its spec image yet: no status, an empty imageID, the imageID recorded
+/// before the update, or (when none was recorded) an image string that differs from the spec.
+/// Only regular containers count: init containers of a running pod are not re-run.
+pub fn is_updating(pod: &Pod) -> bool {
+    let annotations = pod.metadata.annotations.as_ref();
+    if annotations
+        .and_then(|a| a.get(IN_PLACE_UPDATE_STATE_ANNOTATION))
+        .map(String::as_str)
+        != Some("true")
+    {
+        return false;
+    }
+    let recorded: BTreeMap<String, String> = annotations
+        .and_then(|a| a.get(PRE_UPDATE_IMAGE_IDS_ANNOTATION))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    spec.containers.iter().any(|c| {
+        let Some(status) = statuses.iter().find(|s| s.name == c.name) else {
+            return true;
+        };
+        let image_id = status.image_id.as_str();
+        if image_id.is_empty() {
+            return true;
+        }
+        match recorded.get(&c.name) {
+            Some(old) => old == image_id,
+            None => !image_equal(c.image.as_deref().unwrap_or(""), &status.image),
+        }
+    })
+}
+
+/// Whether `labels` satisfy `selector` (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// A selector in the string form of Go's `LabelSelectorAsSelector(...).String()`:
+/// requirements sorted by key, `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`.
+pub fn selector_string(selector: &LabelSelector) -> String {
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        reqs.push((k.clone(), format!("{k}={v}")));
+    }
+    for e in selector.match_expressions.iter().flatten() {
+        let mut values = e.values.clone().unwrap_or_default();
+        values.sort();
+        let text = match e.operator.as_str() {
+            "In" => format!("{} in ({})", e.key, values.join(",")),
+            "NotIn" => format!("{} notin ({})", e.key, values.join(",")),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{} {other}", e.key),
+        };
+        reqs.push((e.key.clone(), text));
+    }
+    reqs.sort();
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("pod")
+    }
+
+    /// Reference §G: TestIsUpdatingPods (tkestack/tapp pkg/tapp/controller_test.go).
+    #[test]
+    fn golden_is_updating_pods() {
+        let containers = |a: &str, b: &str| json!([{"name": "containerA", "image": a}, {"name": "containerB", "image": b}]);
+        let statuses = |a: &str, aid: &str, b: &str, bid: &str| {
+            json!([{"name": "containerA", "image": a, "imageID": aid, "ready": true, "restartCount": 0},
+                   {"name": "containerB", "image": b, "imageID": bid, "ready": true, "restartCount": 0}])
+        };
+        let ann = json!({"tkestack.io/inplace-update-state": "true"});
+        let pods = [
+            pod(
+                json!({"metadata": {"labels": {"tapp_instance_key": "0"}}, "spec": {"containers": containers("nginx", "2048")},
+                "status": {"containerStatuses": statuses("nginx", "123456", "2048", "12345")}}),
+            ),
+            pod(
+                json!({"metadata": {"labels": {"tapp_instance_key": "1"}}, "spec": {"containers": containers("nginx", "2048")},
+                "status": {"containerStatuses": statuses("nginx", "123456", "2048", "")}}),
+            ),
+            pod(
+                json!({"metadata": {"labels": {"tapp_instance_key": "2"}}, "spec": {"containers": containers("nginx:1.7.9", "2048")},
+                "status": {"containerStatuses": statuses("nginx", "123456", "2048", "12345")}}),
+            ),
+            pod(
+                json!({"metadata": {"labels": {"tapp_instance_key": "3"}, "annotations": ann}, "spec": {"containers": containers("nginx:1.7.9", "2048")},
+                "status": {"containerStatuses": statuses("docker.io/nginx:1.7.9", "1234567", "2048:latest", "123456")}}),
+            ),
+            pod(
+                json!({"metadata": {"labels": {"tapp_instance_key": "4"}, "annotations": ann}, "spec": {"containers": containers("nginx:1.7.9", "2048")},
+                "status": {"containerStatuses": statuses("nginx", "1234567", "2048:latest", "123456")}}),
+            ),
+        ];
+        let updating: Vec<u32> = pods
+            .iter()
+            .filter(|p| is_updating(p))
+            .filter_map(instance_id)
+            .collect();
+        assert_eq!(updating, vec![4]);
+    }
+
+    #[test]
+    fn recorded_image_ids_decide_over_image_strings() {
+        // The registry reports another name for the same image: the imageID changed, so the
+        // update is done although the strings differ (the original would wait forever).
+        let done = pod(
+            json!({"metadata": {"annotations": {"tkestack.io/inplace-update-state": "true",
+                PRE_UPDATE_IMAGE_IDS_ANNOTATION: "{\"c\":\"sha256:old\"}"}},
+            "spec": {"containers": [{"name": "c", "image": "mirror.local/nginx:2"}]},
+            "status": {"containerStatuses": [{"name": "c", "image": "nginx:2", "imageID": "sha256:new", "ready": true, "restartCount": 1}]}}),
+        );
+        assert!(!is_updating(&done));
+        let waiting = pod(
+            json!({"metadata": {"annotations": {"tkestack.io/inplace-update-state": "true",
+                PRE_UPDATE_IMAGE_IDS_ANNOTATION: "{\"c\":\"sha256:old\"}"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx:2"}]},
+            "status": {"containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "sha256:old", "ready": true, "restartCount": 0}]}}),
+        );
+        assert!(is_updating(&waiting));
+    }
+
+    #[test]
+    fn selectors() {
+        let sel: LabelSelector = serde_json::from_value(
+            json!({"matchLabels": {"app": "nginx", "version": "v1", "type": "tapp"}}),
+        )
+        .expect("sel");
+        assert_eq!(selector_string(&sel), "app=nginx,type=tapp,version=v1");
+        let sel: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"app": "nginx"}})).expect("sel");
+        assert_eq!(selector_string(&sel), "app=nginx");
+        let sel: LabelSelector = serde_json::from_value(json!({"matchLabels": {"app": "x"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}, {"key": "canary", "operator": "DoesNotExist"}]})).expect("sel");
+        assert_eq!(selector_string(&sel), "app=x,!canary,tier in (a,b)");
+        let labels = BTreeMap::from([
+            ("app".to_string(), "x".to_string()),
+            ("tier".to_string(), "a".to_string()),
+        ]);
+        assert!(selector_matches(&sel, &labels));
+        let mut canary = labels.clone();
+        canary.insert("canary".into(), "1".into());
+        assert!(!selector_matches(&sel, &canary));
+    }
+
+    #[test]
+    fn image_equality_heuristic() {
+        assert!(image_equal("nginx", "docker.io/nginx:latest"));
+        assert!(image_equal("nginx", "docker.io/library/nginx:latest"));
+        assert!(image_equal("nginx:1.7.9", "docker.io/nginx:1.7.9"));
+        assert!(!image_equal("nginx:1.7.9", "nginx"));
+        assert!(image_equal("registry:5000/app", "registry:5000/app:latest"));
+    }
+}
