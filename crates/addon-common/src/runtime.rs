@@ -113,6 +113,13 @@ impl Process {
         })
     }
 
+    /// Leadership as a watch channel: `true` while this replica leads (always `true` with
+    /// leader election off). For components that serve on every replica but act only
+    /// when leading.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
     /// Runs `controllers` while this replica leads. The future gets a token that is
     /// cancelled when leadership is lost or the process shuts down; it must return soon
     /// after. On shutdown the lease is released and the admin server stopped last.
