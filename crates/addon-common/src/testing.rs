@@ -48,3 +48,38 @@ pub fn require_tool(name: &str) -> PathBuf {
         )
     })
 }
+
+/// Runs `promtool check metrics` on a text exposition and panics with its report unless it
+/// is clean. `allowed` lists findings (line prefixes of promtool's report) that are known
+/// and accepted, e.g. a metric name kept for compatibility with an original's dashboards.
+pub fn assert_promtool_clean(exposition: &str, allowed: &[&str]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(require_tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(exposition.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot feed promtool: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("promtool failed to run: {e}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !allowed.iter().any(|a| l.starts_with(a)))
+        .collect();
+    assert!(
+        findings.is_empty() && (out.status.success() || !allowed.is_empty()),
+        "promtool check metrics:\n{report}\n--- exposition ---\n{exposition}"
+    );
+}

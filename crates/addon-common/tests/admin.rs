@@ -1,12 +1,12 @@
 //! The admin server over a real socket: `/metrics` passes `promtool check metrics`,
 //! `/healthz` is always ok, `/readyz` follows the readiness checks.
 
-use std::{io::Write, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use addon_common::{
     admin::{Health, Leadership, serve},
     metrics::{ReconcileMetrics, new_registry},
-    testing::require_tool,
+    testing::assert_promtool_clean,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -81,27 +81,7 @@ async fn metrics_pass_promtool_and_probes_follow_health() {
     ] {
         assert!(body.contains(family), "{family} missing from:\n{body}");
     }
-    let promtool = require_tool("promtool");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_clean(&body, &[]);
 
     let (code, body) = get(addr, "/healthz").await;
     assert_eq!((code, body.as_str()), (200, "ok"));
@@ -123,4 +103,12 @@ async fn metrics_pass_promtool_and_probes_follow_health() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "socket closed"
     );
+}
+
+#[test]
+#[should_panic(expected = "promtool check metrics")]
+fn promtool_check_catches_a_bad_exposition() {
+    // A counter without `_total` and without HELP: promtool must flag it, so the checks above
+    // would fail if the text format regressed.
+    assert_promtool_clean("# TYPE requests counter\nrequests 1\n", &[]);
 }

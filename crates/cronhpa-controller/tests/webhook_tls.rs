@@ -132,24 +132,5 @@ fn metrics_pass_promtool() {
     metrics.lag.observe(0.2);
     metrics.reconcile.failure("get_scale");
     let text = addon_common::metrics::encode_text(&registry);
-    let promtool = addon_common::testing::require_tool("promtool");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(text.as_bytes()).expect("write");
-    }
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    addon_common::testing::assert_promtool_clean(&text, &[]);
 }

@@ -779,37 +779,12 @@ async fn rest_api_list_release_pools_and_metrics() {
 }
 
 fn promtool_check(text: &str) {
-    let path = addon_common::testing::require_tool("promtool");
-    use std::io::Write;
-    let mut child = std::process::Command::new(path)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool output");
     // Galaxy's own name `galaxy_ip_counter` (a gauge) trips promtool's naming lint; it is kept
     // for dashboard compatibility. Every other finding fails the test.
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    addon_common::testing::assert_promtool_clean(
+        text,
+        &["galaxy_ip_counter metric name should not include type 'counter'"],
     );
-    let other: Vec<&str> = report
-        .lines()
-        .filter(|l| {
-            !l.trim().is_empty()
-                && !l.starts_with("galaxy_ip_counter metric name should not include type 'counter'")
-        })
-        .collect();
-    assert!(other.is_empty(), "promtool: {report}");
 }
 
 /// Preemption: a pod with a non-default policy holding an IP may only preempt on nodes of

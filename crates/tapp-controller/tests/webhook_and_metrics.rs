@@ -2,12 +2,9 @@
 //! exposition checked by `promtool check metrics`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::Stdio;
 use std::sync::{Arc, RwLock};
 
 use addon_common::api::tapp::InstanceStatus;
-use addon_common::testing::require_tool;
 use serde_json::{Value, json};
 use tapp_controller::metrics::Metrics;
 use tapp_controller::webhook;
@@ -136,26 +133,7 @@ fn metrics_pass_promtool() {
     ] {
         assert!(body.contains(family), "{family} missing from:\n{body}");
     }
-    let mut child = std::process::Command::new(require_tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed");
-    let out = child.wait_with_output().expect("output");
-    assert!(
-        out.status.success(),
-        "promtool:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    addon_common::testing::assert_promtool_clean(&body, &[]);
     metrics.forget_tapp("default", "example-tapp");
     assert!(!addon_common::metrics::encode_text(&registry).contains("example-tapp"));
 }
