@@ -44,6 +44,10 @@ pub enum Error {
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
 
+    /// TLS material (webhook certificates) could not be generated or loaded.
+    #[error("webhook TLS: {0}")]
+    Tls(String),
+
     /// Leader election could not reach a decision in time.
     #[error("leader election: {0}")]
     LeaderElection(String),
@@ -64,6 +68,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Telemetry(_) => "telemetry",
             Error::Serialization(_) => "serialization",
+            Error::Tls(_) => "tls",
             Error::LeaderElection(_) => "leader_election",
         }
     }

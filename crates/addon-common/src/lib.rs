@@ -6,7 +6,9 @@
 //!   the `/metrics` `/healthz` `/readyz` server;
 //! - [`leader`]: Lease-based leader election; [`runtime`]: the process harness that ties
 //!   client, admin server, signals and leadership together;
-//! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff.
+//! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
+//! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
+//!   certificates (from a mounted Secret, or self-managed in a shared Secret).
 //!
 //! `kube`, `k8s_openapi` and `schemars` are re-exported so every controller uses the
 //! workspace's one version of each.
@@ -24,6 +26,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use k8s_openapi;

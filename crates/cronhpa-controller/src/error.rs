@@ -43,10 +43,6 @@ pub enum Error {
         source: kube::Error,
     },
 
-    /// The webhook's TLS material or socket is unusable.
-    #[error("webhook: {0}")]
-    Webhook(String),
-
     /// Shared plumbing (metrics registry, client, ...).
     #[error(transparent)]
     Common(#[from] addon_common::Error),
@@ -65,7 +61,6 @@ impl Error {
             Error::GetScale { .. } => "get_scale",
             Error::Rescale { .. } => "rescale",
             Error::Status { .. } => "status",
-            Error::Webhook(_) => "webhook",
             Error::Common(e) => e.metric_label(),
             Error::Serialization(_) => "serialization",
         }

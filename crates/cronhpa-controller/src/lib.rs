@@ -7,7 +7,7 @@
 //! - [`plan`]: every scheduling decision, pure (catch-up, deadline, suspend, status);
 //! - [`scale`]: the scale subresource through discovery, and HPA mode;
 //! - [`controller`]: the thin executor (kube-runtime Controller, timer-driven requeues);
-//! - [`webhook`]: the validating admission webhook over HTTPS;
+//! - [`webhook`]: the validating admission webhook (HTTPS through `addon_common::webhook`);
 //! - [`metrics`]: the controller's metrics.
 
 pub mod controller;

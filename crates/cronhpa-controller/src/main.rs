@@ -67,11 +67,18 @@ async fn main() -> anyhow::Result<()> {
 
     // The webhook runs on every replica, leading or not.
     if let Some(dir) = &args.webhook_cert_dir {
-        let tls = webhook::tls_config(dir).context("webhook TLS")?;
-        let (address, _task) = webhook::serve(
+        // Re-read when the kubelet updates the mounted Secret.
+        let tls = addon_common::webhook::cert_dir_tls(
+            dir,
+            addon_common::webhook::CERT_DIR_POLL,
+            process.shutdown.clone(),
+        )
+        .await
+        .context("webhook TLS")?;
+        let (address, _task) = addon_common::webhook::serve_https(
             args.webhook_address,
-            tls,
             webhook::router(args.default_time_zone),
+            tls,
             process.shutdown.clone(),
         )
         .await?;

@@ -1,31 +1,21 @@
 //! The validating admission webhook (`admission.k8s.io/v1`), served over HTTPS by every
 //! replica on `POST /validate-cronhpa`.
 //!
-//! TLS: the serving certificate and key are read from `--webhook-cert-dir` (`tls.crt`,
-//! `tls.key`), a Secret the Helm chart generates with `genCA`/`genSignedCert` (reused across
-//! upgrades through `lookup`) together with the `caBundle` of the
-//! ValidatingWebhookConfiguration. No key is committed anywhere.
+//! TLS (the plumbing is [`addon_common::webhook`]): the serving certificate and key are read
+//! from `--webhook-cert-dir` (`tls.crt`, `tls.key`), a Secret the Helm chart generates with
+//! `genCA`/`genSignedCert` (reused across upgrades through `lookup`) together with the
+//! `caBundle` of the ValidatingWebhookConfiguration, and re-read when the kubelet updates the
+//! mounted Secret. No key is committed anywhere.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
-
-use addon_common::api::cronhpa::CronHPA;
-use axum::{Json, Router, extract::State, routing::post};
+use addon_common::{api::cronhpa::CronHPA, webhook::admission_handler};
+use axum::Router;
 use chrono_tz::Tz;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use kube::core::{
     DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    admission::{AdmissionRequest, AdmissionResponse, Operation},
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result, validate::validate};
+use crate::validate::validate;
 
 /// Path of the validating webhook.
 pub const PATH: &str = "/validate-cronhpa";
@@ -61,99 +51,16 @@ pub fn review(req: &AdmissionRequest<DynamicObject>, default_tz: Tz) -> Admissio
 
 /// The webhook's router (tests call it without TLS).
 pub fn router(default_tz: Tz) -> Router {
-    Router::new()
-        .route(PATH, post(handle))
-        .with_state(Arc::new(default_tz))
-}
-
-async fn handle(
-    State(default_tz): State<Arc<Tz>>,
-    Json(body): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
-    let req: AdmissionRequest<DynamicObject> = match body.try_into() {
-        Ok(r) => r,
-        Err(e) => {
-            return Json(AdmissionResponse::invalid(format!("{e}")).into_review());
-        }
-    };
-    let resp = review(&req, *default_tz);
-    if !resp.allowed {
-        tracing::info!(name = %req.name, namespace = ?req.namespace, reason = %resp.result.message, "denied");
-    }
-    Json(resp.into_review())
-}
-
-/// Loads the PEM certificate chain and key from `dir/tls.crt` and `dir/tls.key`.
-pub fn tls_config(dir: &Path) -> Result<rustls::ServerConfig> {
-    let crt = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    let certs = CertificateDer::pem_file_iter(&crt)
-        .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::Webhook(format!("{}: {e}", crt.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&key)
-        .map_err(|e| Error::Webhook(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Webhook(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Webhook(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Serves `router` over TLS on `address` until `stop`; returns the bound address.
-pub async fn serve(
-    address: SocketAddr,
-    config: rustls::ServerConfig,
-    router: Router,
-    stop: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|e| Error::Webhook(format!("bind {address}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Webhook(e.to_string()))?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let task = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        tracing::warn!(%error, "webhook accept failed");
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(router.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(error) => {
-                        tracing::debug!(%error, %peer, "webhook TLS handshake failed");
-                        return;
-                    }
-                };
-                if let Err(error) = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
-                    tracing::debug!(%error, %peer, "webhook connection error");
-                }
-            });
-        }
-    });
-    Ok((local, task))
+    Router::new().route(
+        PATH,
+        admission_handler(move |req: &AdmissionRequest<DynamicObject>| review(req, default_tz)),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::core::admission::AdmissionReview;
     use serde_json::json;
 
     fn review_json(

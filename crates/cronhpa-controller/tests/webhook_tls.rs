@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use addon_common::webhook::{CERT_DIR_POLL, cert_dir_tls, serve_https};
 use chrono_tz::Tz;
 use cronhpa_controller::{metrics::Metrics, webhook};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -83,12 +84,15 @@ async fn webhook_serves_admission_reviews_over_tls() {
         certified.signing_key.serialize_pem(),
     )
     .expect("key");
-    let config = webhook::tls_config(dir.path()).expect("tls config");
     let stop = CancellationToken::new();
-    let (address, task) = webhook::serve(
+    // What main does: the mounted certificate directory, reloaded on change.
+    let tls = cert_dir_tls(dir.path(), CERT_DIR_POLL, stop.clone())
+        .await
+        .expect("tls config");
+    let (address, task) = serve_https(
         "127.0.0.1:0".parse().expect("addr"),
-        config,
         webhook::router(Tz::UTC),
+        tls,
         stop.clone(),
     )
     .await
@@ -115,13 +119,6 @@ async fn webhook_serves_admission_reviews_over_tls() {
 
     stop.cancel();
     task.await.expect("server task");
-}
-
-#[test]
-fn missing_certificates_are_a_clear_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let err = webhook::tls_config(dir.path()).expect_err("no files");
-    assert!(err.to_string().contains("tls.crt"), "{err}");
 }
 
 #[test]

@@ -12,18 +12,6 @@ pub enum Error {
     /// The TApp object lacks a namespace or name.
     #[error("object without {0}")]
     MissingField(&'static str),
-    /// The webhook serving certificate could not be generated or loaded.
-    #[error("webhook TLS: {0}")]
-    Tls(String),
-    /// A socket could not be bound or served.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// Shared plumbing failed.
     #[error(transparent)]
     Common(#[from] addon_common::Error),
@@ -39,8 +27,6 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Serialization(_) => "serialization",
             Error::MissingField(_) => "invalid_object",
-            Error::Tls(_) => "tls",
-            Error::Io { .. } => "io",
             Error::Common(e) => e.metric_label(),
         }
     }

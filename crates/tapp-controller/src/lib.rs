@@ -2,7 +2,8 @@
 //!
 //! - [`plan`]: the pure planner holding every decision (table-tested);
 //! - [`controller`]: the thin executor (kube-runtime Controller, status, events, metrics);
-//! - [`validate`] and [`webhook`]: the validating admission webhook and its TLS;
+//! - [`validate`] and [`webhook`]: the validating admission webhook (its HTTPS and
+//!   certificates are `addon_common::webhook`);
 //! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers.
 
 pub mod controller;

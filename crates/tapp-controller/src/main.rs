@@ -2,17 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use addon_common::cli::CommonArgs;
 use addon_common::runtime::Process;
+use addon_common::webhook::{
+    ReloadableTls, SecretCerts, WebhookConfig, serve_https, server_config,
+};
 use anyhow::Context as _;
 use clap::Parser;
 use tapp_controller::controller::{self, COMPONENT, Config};
 use tapp_controller::metrics::Metrics;
 use tapp_controller::plan::Flags;
-use tapp_controller::webhook::{self, SecretCerts};
+use tapp_controller::webhook;
 
 /// When the cluster serves pods/resize, resize in place; `auto` discovers it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +123,8 @@ async fn start_webhook(args: &Args, process: &Process, metrics: Metrics) -> anyh
         let read = |p: &PathBuf| {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
         };
-        let tls = Arc::new(RwLock::new(webhook::server_config(
-            &read(cert)?,
-            &read(key)?,
-        )?));
-        let (local, _) = webhook::serve_tls(addr, router, tls, stop).await?;
+        let tls = ReloadableTls::new(server_config(&read(cert)?, &read(key)?)?);
+        let (local, _) = serve_https(addr, router, tls, stop).await?;
         tracing::info!(%local, "webhook serving a provided certificate");
         return Ok(());
     }
@@ -144,48 +142,19 @@ async fn start_webhook(args: &Args, process: &Process, metrics: Metrics) -> anyh
         namespace,
         secret: args.webhook_cert_secret.clone(),
         service: args.webhook_service.clone(),
-        webhook_config: Some(args.webhook_config_name.clone()).filter(|s| !s.is_empty()),
+        not_after_annotation: webhook::NOT_AFTER_ANNOTATION.into(),
+        webhook_config: Some(args.webhook_config_name.clone())
+            .filter(|s| !s.is_empty())
+            .map(WebhookConfig::Validating),
     };
-    let bundle = certs
-        .ensure(chrono::Utc::now())
+    // Creates or loads (renewing when due) the Secret, patches the caBundle, then re-reads
+    // the Secret hourly and swaps a renewed certificate without a restart.
+    let tls = certs
+        .start(stop.clone())
         .await
         .context("webhook certificate")?;
-    let tls = Arc::new(RwLock::new(webhook::server_config(
-        &bundle.cert_pem,
-        &bundle.key_pem,
-    )?));
-    if let Err(error) = certs.patch_ca_bundle(&bundle.ca_pem).await {
-        tracing::warn!(%error, "cannot patch the webhook caBundle yet; retrying hourly");
-    }
-    let (local, _) = webhook::serve_tls(addr, router, tls.clone(), stop.clone()).await?;
+    let (local, _) = serve_https(addr, router, tls, stop).await?;
     tracing::info!(%local, secret = %certs.secret, "webhook serving a self-managed certificate");
-    // Rotation: re-read (and renew when due) the Secret; re-patch the caBundle.
-    tokio::spawn(async move {
-        let mut current = bundle;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            }
-            match certs.ensure(chrono::Utc::now()).await {
-                Ok(b) => {
-                    if b != current {
-                        match webhook::server_config(&b.cert_pem, &b.key_pem) {
-                            Ok(cfg) => *tls.write().unwrap_or_else(|p| p.into_inner()) = cfg,
-                            Err(error) => {
-                                tracing::warn!(%error, "new webhook certificate unusable")
-                            }
-                        }
-                        current = b;
-                    }
-                    if let Err(error) = certs.patch_ca_bundle(&current.ca_pem).await {
-                        tracing::warn!(%error, "cannot patch the webhook caBundle");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot renew the webhook certificate"),
-            }
-        }
-    });
     Ok(())
 }
 

@@ -2,9 +2,10 @@
 //! exposition checked by `promtool check metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use addon_common::api::tapp::InstanceStatus;
+use addon_common::webhook::{ReloadableTls, generate, serve_https, server_config};
 use serde_json::{Value, json};
 use tapp_controller::metrics::Metrics;
 use tapp_controller::webhook;
@@ -59,15 +60,12 @@ fn review(spec: Value) -> Value {
 
 #[tokio::test]
 async fn webhook_serves_https_with_a_generated_certificate() {
-    let bundle =
-        webhook::generate("tapp-controller", "kube-system", chrono::Utc::now()).expect("certs");
-    let tls = Arc::new(RwLock::new(
-        webhook::server_config(&bundle.cert_pem, &bundle.key_pem).expect("tls"),
-    ));
+    let bundle = generate("tapp-controller", "kube-system", chrono::Utc::now()).expect("certs");
+    let tls = ReloadableTls::new(server_config(&bundle.cert_pem, &bundle.key_pem).expect("tls"));
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).expect("metrics");
     let stop = CancellationToken::new();
-    let (addr, task) = webhook::serve_tls(
+    let (addr, task) = serve_https(
         "127.0.0.1:0".parse().expect("addr"),
         webhook::router(Some(metrics)),
         tls,
