@@ -9,12 +9,9 @@ export KUBECTL ?= $(TOOLS_BIN)/kubectl
 export HELM ?= $(TOOLS_BIN)/helm
 export PROMTOOL ?= $(TOOLS_BIN)/promtool
 
-NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
-ifeq ($(NEXTEST),yes)
+# cargo-nextest ships with the development machines; `make tools` installs it elsewhere.
 TEST_CMD := $(CARGO) nextest run --no-fail-fast --no-tests=warn
-else
-TEST_CMD := $(CARGO) test --no-fail-fast
-endif
+only = -E '$(1)'
 
 .DEFAULT_GOAL := help
 .PHONY: help tools run test test-unit test-integration test-e2e generate verify-generated \
@@ -36,11 +33,14 @@ test-unit: ## Tier 1: pure logic (lib and bin unit tests, doc tests)
 	$(TEST_CMD) --workspace --lib --bins
 	$(CARGO) test --workspace --doc
 
+# Every tier builds with --workspace so that features unify the same way and nothing is
+# compiled twice; nextest's -E filter picks the tier's tests. Building the integration tests
+# also builds every package's binaries into target/debug, where the e2e tests start them.
 test-integration: ## Tier 2: integration tests of the crates (controllers against the in-process emulator, tools)
-	$(TEST_CMD) --workspace --exclude e2e --test '*'
+	$(TEST_CMD) --workspace --test '*' $(call only,not package(e2e))
 
 test-e2e: ## Tier 3: the e2e crate (emulated API server, binaries and kubectl over loopback; E2E_KUBECONFIG for a real cluster)
-	$(TEST_CMD) -p e2e --test '*'
+	$(TEST_CMD) --workspace --test '*' $(call only,package(e2e))
 
 e2e: test-e2e ## Alias of test-e2e
 

@@ -35,6 +35,12 @@ if ! command -v protoc >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
 fi
 
+# cargo-nextest runs the test tiers (preinstalled on the development machines)
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
 # promtool: taken out of Debian's prometheus .deb, so no server gets installed or started
 if [ ! -x "$bin/promtool" ]; then
   apt_update_once

@@ -6,7 +6,13 @@
 //! 2. `plugin`: the whole `Plugin::filter` + `Plugin::bind` against an in-process API stub
 //!    that answers at once (JSON, client and HTTP plumbing included; no network).
 //!
+//! 3. `cluster` (`--cluster`, needs `--features cluster-bench`): scheduling throughput of
+//!    1,000 pods through the simulated cluster's scheduler (the e2e crate's emulated API
+//!    server and kube-scheduler, calling galaxy-ipam's extender over loopback HTTP), compared
+//!    with the same pods without the resource (no extender involved).
+//!
 //! `cargo run --release -p galaxy-ipam --bin galaxy-ipam-bench [-- --iterations N]`
+//! `cargo run --release -p galaxy-ipam --features cluster-bench --bin galaxy-ipam-bench -- --cluster [--pods N]`
 
 use std::{
     sync::Arc,
@@ -224,7 +230,34 @@ async fn bench_plugin(iterations: usize) {
     );
 }
 
+fn arg(name: &str) -> Option<usize> {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--cluster") {
+        let pods = arg("--pods").unwrap_or(1_000);
+        #[cfg(feature = "cluster-bench")]
+        {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            rt.block_on(cluster::run(pods));
+            return;
+        }
+        #[cfg(not(feature = "cluster-bench"))]
+        {
+            eprintln!(
+                "--cluster ({pods} pods) needs the simulated cluster: rebuild with `--features cluster-bench`"
+            );
+            std::process::exit(2);
+        }
+    }
     let iterations = std::env::args()
         .skip_while(|a| a != "--iterations")
         .nth(1)
@@ -238,4 +271,260 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(bench_plugin(iterations.min(5_000)));
+}
+
+/// Scheduling throughput through the simulated cluster (e2e crate).
+#[cfg(feature = "cluster-bench")]
+mod cluster {
+    use std::time::{Duration, Instant};
+
+    use addon_common::api::all_crds;
+    use e2e::cluster::{
+        Cidr, ClusterConfig, ControllersConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
+        SimCluster, scheduler::extender::ManagedResource,
+    };
+    use galaxy_ipam::{
+        app, config::PluginConf, metrics::Metrics, plugin::Slot, server::ServerState,
+    };
+    use k8s_openapi::{
+        api::{
+            apps::v1::Deployment,
+            core::v1::{ConfigMap, Pod},
+        },
+        apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    };
+    use kube::{
+        Api, Client,
+        api::{DeleteParams, ListParams, PostParams},
+    };
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    const ENI_IP: &str = "tke.cloud.tencent.com/eni-ip";
+    /// 1,021 IPs; nodes in the seed's node subnet.
+    const POOL: &str = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.2~192.168.67.254"],"subnet":"192.168.64.0/22","gateway":"192.168.64.1"}]"#;
+    const NODES: usize = 10;
+
+    fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+        r.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    async fn deployment(client: &Client, name: &str, replicas: usize, eni: bool) {
+        let resources = if eni {
+            json!({"requests": {ENI_IP: "1"}, "limits": {ENI_IP: "1"}})
+        } else {
+            json!({})
+        };
+        let d: Deployment = must(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "c", "image": "nginx", "resources": resources}]}}}
+            })),
+            "deployment",
+        );
+        must(
+            Api::<Deployment>::namespaced(client.clone(), "default")
+                .create(&PostParams::default(), &d)
+                .await,
+            "create deployment",
+        );
+    }
+
+    /// Creates `replicas` pods through a Deployment; returns (time until all are bound,
+    /// time until all run).
+    async fn measure(
+        client: &Client,
+        name: &str,
+        replicas: usize,
+        eni: bool,
+    ) -> (Duration, Duration) {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let start = Instant::now();
+        deployment(client, name, replicas, eni).await;
+        let mut bound_at = None;
+        loop {
+            let list = must(
+                pods.list(&ListParams::default().labels(&format!("app={name}")))
+                    .await,
+                "list pods",
+            );
+            let bound = list
+                .items
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+                .count();
+            let running = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+                })
+                .count();
+            if bound == replicas && bound_at.is_none() {
+                bound_at = Some(start.elapsed());
+            }
+            if running == replicas {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "{name}: {bound} bound, {running} running after 10 min"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all = start.elapsed();
+        (bound_at.unwrap_or(all), all)
+    }
+
+    pub async fn run(replicas: usize) {
+        let server = e2e::ApiServer::new(e2e::Config {
+            graceful_pod_deletion: true,
+            ..Default::default()
+        });
+        let client = server.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in all_crds() {
+            must(crds.create(&PostParams::default(), &crd).await, "CRD");
+        }
+        let cm: ConfigMap = must(
+            serde_json::from_value(
+                json!({"metadata": {"name": "floatingip-config", "namespace": "kube-system"},
+                "data": {"floatingips": POOL}}),
+            ),
+            "configmap",
+        );
+        must(
+            Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+                .create(&PostParams::default(), &cm)
+                .await,
+            "create configmap",
+        );
+
+        // galaxy-ipam as main.rs wires it, without leader election (one replica).
+        let registry = prometheus::Registry::new();
+        let slot = Slot::default();
+        let metrics = must(Metrics::register(&registry, slot.clone()), "metrics");
+        let stop = CancellationToken::new();
+        let state = ServerState {
+            slot: slot.clone(),
+            metrics: metrics.clone(),
+            registry,
+        };
+        let (ext, _api) = must(
+            app::start_servers(
+                "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+                "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+                state,
+                stop.clone(),
+            )
+            .await,
+            "servers",
+        );
+        tokio::spawn(app::lead(
+            client.clone(),
+            PluginConf::default(),
+            slot.clone(),
+            metrics.clone(),
+            None,
+            None,
+            stop.clone(),
+        ));
+        while slot.get().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let scheduler = SchedulerConfig {
+            extenders: vec![ExtenderConfig {
+                url_prefix: format!("http://{}/v1", ext.local_addr),
+                filter_verb: "filter".into(),
+                prioritize_verb: "priority".into(),
+                bind_verb: "bind".into(),
+                weight: 1,
+                node_cache_capable: true,
+                http_timeout: Some("10s".into()),
+                managed_resources: vec![ManagedResource {
+                    name: ENI_IP.into(),
+                    ignored_by_scheduler: true,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let config = ClusterConfig {
+            nodes: (0..NODES)
+                .map(|i| NodeSpec::new(format!("node-{i}")))
+                .collect(),
+            scheduler: Some(scheduler),
+            controllers: ControllersConfig::default(),
+            node_address_cidr: must(Cidr::parse("172.21.64.0/20"), "cidr"),
+            kubelet_events: false,
+            ..Default::default()
+        };
+        let cluster = must(
+            SimCluster::start_with_server(&server, config).await,
+            "cluster",
+        );
+        println!(
+            "galaxy-ipam-bench --cluster: {replicas} pods (one Deployment) on {NODES} simulated nodes, pool of 1021 IPs"
+        );
+
+        let (bound, all) = measure(&client, "plain", replicas, false).await;
+        report("without the extender (no eni-ip)", replicas, bound, all);
+        must(
+            Api::<Deployment>::namespaced(client.clone(), "default")
+                .delete("plain", &DeleteParams::background())
+                .await,
+            "delete",
+        );
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        loop {
+            let left = must(
+                pods.list(&ListParams::default().labels("app=plain")).await,
+                "list",
+            );
+            if left.items.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let (bound, all) = measure(&client, "eni", replicas, true).await;
+        report(
+            "with galaxy-ipam (eni-ip, filter+bind)",
+            replicas,
+            bound,
+            all,
+        );
+        let fips = must(
+            Api::<addon_common::api::galaxy::FloatingIP>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+            "floatingips",
+        );
+        assert_eq!(fips.items.len(), replicas, "one FloatingIP per pod");
+        for func in ["filter", "bind"] {
+            let h = metrics.schedule_latency.with_label_values(&[func]);
+            let d = metrics.decision.with_label_values(&[func]);
+            println!(
+                "  {func:<6} requests={:<5} mean request {:>8.2?} (galaxy_schedule_latency), mean decision {:>8.2?}",
+                h.get_sample_count(),
+                Duration::from_secs_f64(h.get_sample_sum() / h.get_sample_count().max(1) as f64),
+                Duration::from_secs_f64(d.get_sample_sum() / d.get_sample_count().max(1) as f64),
+            );
+        }
+        cluster.shutdown().await;
+        stop.cancel();
+    }
+
+    fn report(name: &str, n: usize, bound: Duration, running: Duration) {
+        println!(
+            "{name:<40} all bound in {:>6.2?} ({:>6.0} pods/s), all running in {:>6.2?}",
+            bound,
+            n as f64 / bound.as_secs_f64(),
+            running
+        );
+    }
 }

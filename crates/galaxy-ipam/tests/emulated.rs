@@ -1,0 +1,1142 @@
+//! The real galaxy-ipam (its extender and REST servers on loopback, leader election, the
+//! leader's recovery, watches and resync, wired as `main.rs` wires them) against the
+//! in-process emulated API server and a simulated cluster whose scheduler calls galaxy-ipam
+//! as its extender exactly as kube-scheduler does (filter / priority / bind,
+//! `nodeCacheCapable`, `managedResources` with `ignoredByScheduler`). The kubelets take the
+//! pod IP from the `k8s.v1.cni.galaxy.io/args` annotation; the nodes' InternalIPs are in the
+//! seed pool's node subnet (`routableSubnet` 172.21.64.0/20).
+//!
+//! Each galaxy-ipam "process" runs on a tokio runtime of its own; killing it is
+//! `Runtime::shutdown_background` (every task dropped at its next await, sockets closed, no
+//! graceful step: the lease is not released), the in-process equivalent of `kill -9`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use addon_common::{
+    api::{
+        all_crds,
+        galaxy::{FloatingIP, ReleasePolicy},
+    },
+    cli::CommonArgs,
+    events::EventRecorder,
+    runtime::Process,
+};
+use clap::Parser;
+use e2e::cluster::{
+    ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig, SimCluster, scheduler::extender,
+};
+use galaxy_ipam::{
+    app::{self, READY_CHECK},
+    config::PluginConf,
+    controllers,
+    key::KeyObj,
+    metrics::Metrics,
+    plugin::Slot,
+    server::ServerState,
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{ConfigMap, Event, Pod},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const SEED_CONFIGMAP: &str = include_str!("../../../manifests/galaxy-ipam/floatingip-config.yaml");
+const SEED_POOL: &str = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.200~192.168.64.251"],"subnet":"192.168.64.0/24","gateway":"192.168.64.1"}]"#;
+const ENI_IP: &str = "tke.cloud.tencent.com/eni-ip";
+const ARGS: &str = "k8s.v1.cni.galaxy.io/args";
+
+/// The seed's Deployment `nnn` (the parts the seed shows; selector and replicas filled in).
+const SEED_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nnn
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      k8s-app: nnn
+      qcloud-app: nnn
+  template:
+    metadata:
+      annotations:
+        k8s.v1.cni.cncf.io/networks: galaxy-k8s-vlan
+        k8s.v1.cni.galaxy.io/release-policy: immutable
+      creationTimestamp: null
+      labels:
+        k8s-app: nnn
+        qcloud-app: nnn
+    spec:
+      containers:
+      - image: nginx
+        imagePullPolicy: Always
+        name: nnn
+        resources:
+          limits:
+            cpu: 500m
+            memory: 1Gi
+            tke.cloud.tencent.com/eni-ip: "1"
+          requests:
+            cpu: 250m
+            memory: 256Mi
+            tke.cloud.tencent.com/eni-ip: "1"
+"#;
+
+// ---------------------------------------------------------------------------------------
+// galaxy-ipam as a killable process
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// One galaxy-ipam replica on its own runtime.
+struct Replica {
+    rt: Option<tokio::runtime::Runtime>,
+    slot: Slot,
+}
+
+impl Replica {
+    fn start(server: &e2e::ApiServer, ports: (u16, u16), conf: PluginConf) -> Replica {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("galaxy-ipam")
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let slot = Slot::default();
+        let (server, s) = (server.clone(), slot.clone());
+        rt.spawn(async move {
+            if let Err(error) = replica_main(server, ports, conf, s).await {
+                eprintln!("galaxy-ipam replica failed: {error:#}");
+            }
+        });
+        Replica { rt: Some(rt), slot }
+    }
+
+    /// `kill -9`: every task is dropped, nothing is cleaned up.
+    fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `main.rs` without the flags and the signal handling: Process (admin server, Lease leader
+/// election), the extender and REST servers on fixed loopback ports, `app::lead` while leading.
+async fn replica_main(
+    server: e2e::ApiServer,
+    (ext_port, api_port): (u16, u16),
+    conf: PluginConf,
+    slot: Slot,
+) -> anyhow::Result<()> {
+    let flags = Flags::try_parse_from([
+        "galaxy-ipam",
+        "--admin-address",
+        "127.0.0.1:0",
+        "--leader-elect",
+        "true",
+        "--leader-elect-namespace",
+        "kube-system",
+        "--leader-elect-lease-duration",
+        "2s",
+        "--leader-elect-renew-deadline",
+        "1500ms",
+        "--leader-elect-retry-period",
+        "200ms",
+    ])?;
+    let client = server.client();
+    let process = Process::start_with_client(
+        "galaxy-ipam",
+        &flags.common,
+        client,
+        CancellationToken::new(),
+    )
+    .await?;
+    let metrics = Metrics::register(&process.registry, slot.clone())?;
+    process.health.set(READY_CHECK, false, "standby");
+    let state = ServerState {
+        slot: slot.clone(),
+        metrics: metrics.clone(),
+        registry: process.registry.clone(),
+    };
+    // A killed predecessor's listeners close asynchronously: retry binding the same ports.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (servers_stop, ext, api) = loop {
+        let stop = CancellationToken::new();
+        match app::start_servers(
+            SocketAddr::from(([127, 0, 0, 1], ext_port)),
+            SocketAddr::from(([127, 0, 0, 1], api_port)),
+            state.clone(),
+            stop.clone(),
+        )
+        .await
+        {
+            Ok((ext, api)) => break (stop, ext, api),
+            Err(error) => {
+                stop.cancel();
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot bind: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let client = process.client.clone();
+    let health = process.health.clone();
+    let events = EventRecorder::new(client.clone(), "galaxy-ipam");
+    process
+        .run(move |stop| {
+            app::lead(
+                client.clone(),
+                conf.clone(),
+                slot.clone(),
+                metrics.clone(),
+                Some(health.clone()),
+                Some(events.clone()),
+                stop,
+            )
+        })
+        .await?;
+    servers_stop.cancel();
+    let _ = ext.task.await;
+    let _ = api.task.await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// the cluster
+
+struct Env {
+    server: e2e::ApiServer,
+    client: Client,
+    cluster: SimCluster,
+    ipam: Replica,
+    ports: (u16, u16),
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.cluster.cancellation_token().cancel();
+        self.ipam.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The scheduler's extender entry, as `manifests/galaxy-ipam/scheduler-config.yaml` has it.
+fn extender_config(port: u16) -> ExtenderConfig {
+    ExtenderConfig {
+        url_prefix: format!("http://127.0.0.1:{port}/v1"),
+        filter_verb: "filter".into(),
+        prioritize_verb: "priority".into(),
+        preempt_verb: "preempt".into(),
+        bind_verb: "bind".into(),
+        weight: 1,
+        node_cache_capable: true,
+        http_timeout: Some("10s".into()),
+        managed_resources: vec![extender::ManagedResource {
+            name: ENI_IP.into(),
+            ignored_by_scheduler: true,
+        }],
+        ..Default::default()
+    }
+}
+
+/// API server + CRDs + the seed's ConfigMap (with `pools` as its data) + galaxy-ipam + a
+/// simulated cluster of `nodes` nodes in 172.21.64.0/20 scheduling through galaxy-ipam.
+async fn env(pools: &str, nodes: usize) -> Env {
+    let server = e2e::ApiServer::new(e2e::Config {
+        graceful_pod_deletion: true,
+        ..Default::default()
+    });
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in all_crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
+    let mut cm: ConfigMap = serde_yaml::from_str(SEED_CONFIGMAP).expect("seed ConfigMap");
+    cm.data
+        .get_or_insert_default()
+        .insert("floatingips".into(), pools.into());
+    Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create floatingip-config");
+
+    let ports = (free_port(), free_port());
+    let ipam = Replica::start(&server, ports, PluginConf::default());
+    wait_active(ports.1).await;
+
+    let scheduler = SchedulerConfig {
+        extenders: vec![extender_config(ports.0)],
+        ..Default::default()
+    };
+    extender::validate(&scheduler.extenders).expect("valid extender config");
+    let config = ClusterConfig {
+        nodes: (0..nodes)
+            .map(|i| NodeSpec::new(format!("node-{i}")))
+            .collect(),
+        scheduler: Some(scheduler),
+        node_address_cidr: e2e::cluster::Cidr::parse("172.21.64.0/20").expect("cidr"),
+        kubelet_events: false,
+        ..Default::default()
+    };
+    let cluster = SimCluster::start_with_server(&server, config)
+        .await
+        .expect("cluster");
+    Env {
+        server,
+        client,
+        cluster,
+        ipam,
+        ports,
+    }
+}
+
+/// Waits until a replica leads and has recovered (the REST API answers 200, not 503).
+async fn wait_active(api_port: u16) {
+    until("galaxy-ipam to lead", Duration::from_secs(20), || async {
+        let (code, _) = http(api_port, "GET", "/v1/ip", None).await.ok()?;
+        (code == 200).then_some(())
+    })
+    .await;
+}
+
+async fn until<F, Fut, T>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 client (`Connection: close`), enough for the REST API.
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
+    let value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+    Ok((code, value))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// objects
+
+fn eni_template(app: &str, policy: Option<&str>) -> Value {
+    let mut annotations = json!({"k8s.v1.cni.cncf.io/networks": "galaxy-k8s-vlan"});
+    if let Some(p) = policy {
+        annotations["k8s.v1.cni.galaxy.io/release-policy"] = json!(p);
+    }
+    json!({
+        "metadata": {"labels": {"app": app}, "annotations": annotations},
+        "spec": {"terminationGracePeriodSeconds": 5, "containers": [{
+            "name": "c", "image": "nginx",
+            "resources": {"requests": {ENI_IP: "1"}, "limits": {ENI_IP: "1"}}
+        }]}
+    })
+}
+
+async fn create_deployment(client: &Client, name: &str, replicas: i32, policy: Option<&str>) {
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": eni_template(name, policy)}
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+}
+
+async fn create_statefulset(client: &Client, name: &str, replicas: i32, policy: Option<&str>) {
+    let s: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+                 "selector": {"matchLabels": {"app": name}},
+                 "template": eni_template(name, policy)}
+    }))
+    .expect("statefulset");
+    Api::<StatefulSet>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create statefulset");
+}
+
+async fn scale_statefulset(client: &Client, name: &str, replicas: i32) {
+    Api::<StatefulSet>::namespaced(client.clone(), "default")
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .expect("scale statefulset");
+}
+
+async fn app_pods(client: &Client, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("list pods")
+        .items
+}
+
+/// The IP of Galaxy's annotation (prefix length stripped).
+fn annotated_ip(pod: &Pod) -> Option<String> {
+    let args: Value = serde_json::from_str(pod.annotations().get(ARGS)?).ok()?;
+    let ip = args["common"]["ipinfos"][0]["ip"].as_str()?;
+    Some(ip.split('/').next()?.to_string())
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .is_some()
+}
+
+fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status.as_ref()?.pod_ip.clone()
+}
+
+/// Waits for exactly `n` live pods of `app`, all Running with a Galaxy IP; returns name → pod.
+async fn running_pods(client: &Client, app: &str, n: usize) -> BTreeMap<String, Pod> {
+    until(
+        &format!("{n} running pods of {app}"),
+        Duration::from_secs(60),
+        || async {
+            let pods = app_pods(client, app).await;
+            let live: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == n && live.iter().all(|p| running(p) && annotated_ip(p).is_some()))
+                .then(|| live.into_iter().map(|p| (p.name_any(), p)).collect())
+        },
+    )
+    .await
+}
+
+async fn fips(client: &Client) -> BTreeMap<String, FloatingIP> {
+    Api::<FloatingIP>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list floatingips")
+        .items
+        .into_iter()
+        .map(|f| (f.name_any(), f))
+        .collect()
+}
+
+fn in_seed_pool(ip: &str) -> bool {
+    let ip: std::net::Ipv4Addr = ip.parse().expect("ipv4");
+    let o = ip.octets();
+    o[..3] == [192, 168, 64] && (200..=251).contains(&o[3])
+}
+
+// ---------------------------------------------------------------------------------------
+// tests
+
+/// The seed's Deployment with `eni-ip` is scheduled through galaxy-ipam: the pod carries the
+/// seed's annotation byte for byte (an IP of the seed's pool), runs with that IP, and the
+/// FloatingIP records its key, node and policy. A pod without the resource is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_deployment_gets_an_ip_from_the_seed_pool() {
+    let env = env(SEED_POOL, 3).await;
+    let d: Deployment = serde_yaml::from_str(SEED_DEPLOYMENT).expect("seed deployment");
+    Api::<Deployment>::namespaced(env.client.clone(), "default")
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create nnn");
+    let pod = until("the nnn pod running", Duration::from_secs(30), || async {
+        let pods = Api::<Pod>::namespaced(env.client.clone(), "default")
+            .list(&ListParams::default().labels("k8s-app=nnn"))
+            .await
+            .ok()?;
+        pods.items.into_iter().find(running)
+    })
+    .await;
+    let ip = annotated_ip(&pod).expect("args annotation");
+    assert!(in_seed_pool(&ip), "{ip} is not in the seed's pool");
+    let annotations = pod.annotations();
+    assert_eq!(
+        annotations.get(ARGS).map(String::as_str),
+        Some(
+            format!(
+                r#"{{"common":{{"ipinfos":[{{"ip":"{ip}/24","vlan":0,"gateway":"192.168.64.1","routable_subnet":"172.21.64.0/20"}}]}}}}"#
+            )
+            .as_str()
+        ),
+        "the seed's annotation"
+    );
+    assert_eq!(
+        annotations
+            .get("k8s.v1.cni.galaxy.io/release-policy")
+            .map(String::as_str),
+        Some("immutable")
+    );
+    assert_eq!(
+        annotations
+            .get("k8s.v1.cni.cncf.io/networks")
+            .map(String::as_str),
+        Some("galaxy-k8s-vlan")
+    );
+    let status = pod.status.clone().expect("status");
+    assert_eq!(status.pod_ip.as_deref(), Some(ip.as_str()), "pod IP");
+    assert_eq!(
+        status
+            .pod_ips
+            .as_ref()
+            .and_then(|v| v.first())
+            .map(|p| p.ip.as_str()),
+        Some(ip.as_str())
+    );
+    let host_ip = status.host_ip.expect("hostIP");
+    assert!(
+        host_ip.starts_with("172.21.64."),
+        "node in the pool's node subnet: {host_ip}"
+    );
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("bound");
+
+    let fip = Api::<FloatingIP>::all(env.client.clone())
+        .get(&ip)
+        .await
+        .expect("FloatingIP named after the IP");
+    assert_eq!(fip.spec.key, format!("dp_default_nnn_{}", pod.name_any()));
+    assert_eq!(fip.spec.policy, ReleasePolicy::Immutable);
+    assert_eq!(fip.spec.policy.as_int(), 1);
+    let attr = fip.spec.parsed_attribute().expect("attribute JSON");
+    assert_eq!(attr.node_name, node);
+    assert!(
+        fip.spec.attribute.contains(r#""NodeName""#),
+        "{}",
+        fip.spec.attribute
+    );
+    assert_eq!(fips(&env.client).await.len(), 1, "one FloatingIP");
+
+    // The scheduler recorded the binding galaxy-ipam made.
+    until("the Scheduled event", Duration::from_secs(10), || async {
+        let events = Api::<Event>::namespaced(env.client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Scheduled")
+                && e.involved_object.name.as_deref() == Some(pod.name_any().as_str())
+        })
+    })
+    .await;
+
+    // A pod without the resource is scheduled by the scheduler alone, no annotation.
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "plain", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}
+    }))
+    .expect("pod");
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &plain)
+        .await
+        .expect("plain pod");
+    let plain = until("the plain pod running", Duration::from_secs(20), || async {
+        pods.get("plain").await.ok().filter(running)
+    })
+    .await;
+    assert!(annotated_ip(&plain).is_none());
+    assert!(
+        !pod_ip(&plain).is_some_and(|ip| ip.starts_with("192.168.64.")),
+        "not a floating IP"
+    );
+    assert_eq!(fips(&env.client).await.len(), 1);
+}
+
+/// `immutable` StatefulSet: a deleted pod comes back (new UID) with the same IP; scaling below
+/// an ordinal releases that pod's IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_immutable_keeps_ips_across_deletion_and_releases_when_scaled_below() {
+    let env = env(SEED_POOL, 3).await;
+    create_statefulset(&env.client, "web", 3, Some("immutable")).await;
+    let before = running_pods(&env.client, "web", 3).await;
+    let ips: BTreeMap<String, String> = before
+        .iter()
+        .map(|(n, p)| (n.clone(), annotated_ip(p).expect("ip")))
+        .collect();
+    assert_eq!(
+        ips.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "unique IPs {ips:?}"
+    );
+    let records = fips(&env.client).await;
+    for (name, ip) in &ips {
+        assert!(in_seed_pool(ip));
+        let f = &records[ip];
+        assert_eq!(f.spec.key, format!("sts_default_web_{name}"));
+        assert_eq!(f.spec.policy, ReleasePolicy::Immutable);
+    }
+
+    // Delete web-1 (and web-2 at once): the controller recreates them; same IPs.
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    for name in ["web-1", "web-2"] {
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete pod");
+    }
+    let after = until(
+        "web-1 and web-2 recreated",
+        Duration::from_secs(60),
+        || async {
+            let now = running_pods(&env.client, "web", 3).await;
+            ["web-1", "web-2"]
+                .iter()
+                .all(|n| now[*n].metadata.uid != before[*n].metadata.uid)
+                .then_some(now)
+        },
+    )
+    .await;
+    for (name, p) in &after {
+        assert_eq!(
+            annotated_ip(p).as_ref(),
+            Some(&ips[name]),
+            "{name} kept its IP"
+        );
+        assert_eq!(pod_ip(p).as_ref(), Some(&ips[name]), "{name} pod IP");
+    }
+    let records = fips(&env.client).await;
+    assert_eq!(records.len(), 3);
+    for (name, ip) in &ips {
+        assert_eq!(records[ip].spec.key, format!("sts_default_web_{name}"));
+        let attr = records[ip].spec.parsed_attribute().expect("attribute");
+        assert_eq!(
+            Some(attr.node_name.as_str()),
+            after[name]
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+        );
+    }
+
+    // Scale to 1: web-1 and web-2 go, so do their IPs; web-0 keeps its own.
+    scale_statefulset(&env.client, "web", 1).await;
+    running_pods(&env.client, "web", 1).await;
+    until(
+        "the IPs of web-1 and web-2 released",
+        Duration::from_secs(30),
+        || async {
+            let records = fips(&env.client).await;
+            (records.len() == 1).then_some(records)
+        },
+    )
+    .await;
+    let records = fips(&env.client).await;
+    assert_eq!(records[&ips["web-0"]].spec.key, "sts_default_web_web-0");
+
+    // Scale up again: new pods get IPs (from the pool, unique).
+    scale_statefulset(&env.client, "web", 3).await;
+    let again = running_pods(&env.client, "web", 3).await;
+    assert_eq!(annotated_ip(&again["web-0"]).as_ref(), Some(&ips["web-0"]));
+    let set: BTreeSet<String> = again.values().filter_map(annotated_ip).collect();
+    assert_eq!(set.len(), 3);
+    assert_eq!(fips(&env.client).await.len(), 3);
+}
+
+/// `never`: deleting the Deployment keeps its IPs (re-keyed to the app), re-creating it with
+/// the same name gets exactly those IPs back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_survives_deleting_and_recreating_the_workload() {
+    let env = env(SEED_POOL, 3).await;
+    create_deployment(&env.client, "keep", 2, Some("never")).await;
+    let first = running_pods(&env.client, "keep", 2).await;
+    let ips: BTreeSet<String> = first.values().filter_map(annotated_ip).collect();
+    assert_eq!(ips.len(), 2);
+
+    Api::<Deployment>::namespaced(env.client.clone(), "default")
+        .delete("keep", &DeleteParams::background())
+        .await
+        .expect("delete deployment");
+    until("the pods of keep gone", Duration::from_secs(30), || async {
+        app_pods(&env.client, "keep").await.is_empty().then_some(())
+    })
+    .await;
+    let records = until(
+        "the IPs re-keyed to the app",
+        Duration::from_secs(20),
+        || async {
+            let records = fips(&env.client).await;
+            records
+                .values()
+                .all(|f| f.spec.key == "dp_default_keep_")
+                .then_some(records)
+        },
+    )
+    .await;
+    assert_eq!(
+        records.keys().cloned().collect::<BTreeSet<_>>(),
+        ips,
+        "kept"
+    );
+    for f in records.values() {
+        assert_eq!(f.spec.policy, ReleasePolicy::Never);
+    }
+
+    create_deployment(&env.client, "keep", 2, Some("never")).await;
+    let second = running_pods(&env.client, "keep", 2).await;
+    let again: BTreeSet<String> = second.values().filter_map(annotated_ip).collect();
+    assert_eq!(again, ips, "the re-created Deployment got its IPs back");
+    for p in second.values() {
+        assert!(
+            first.values().all(|old| old.metadata.uid != p.metadata.uid),
+            "new pods"
+        );
+        let ip = annotated_ip(p).expect("ip");
+        let f = &fips(&env.client).await[&ip];
+        assert_eq!(f.spec.key, format!("dp_default_keep_{}", p.name_any()));
+    }
+}
+
+/// With 2 IPs and 3 replicas the third pod stays Pending with `PodScheduled=False` naming
+/// galaxy-ipam's reason; a freed IP goes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_exhaustion_leaves_pods_pending_with_the_reason() {
+    let pool = SEED_POOL.replace(
+        "192.168.64.200~192.168.64.251",
+        "192.168.64.200~192.168.64.201",
+    );
+    let env = env(&pool, 3).await;
+    create_deployment(&env.client, "big", 3, None).await;
+    let (pending, ran) = until(
+        "two running pods and one unschedulable",
+        Duration::from_secs(30),
+        || async {
+            let pods = app_pods(&env.client, "big").await;
+            let ran: Vec<Pod> = pods.iter().filter(|p| running(p)).cloned().collect();
+            let pending: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| {
+                                c.type_ == "PodScheduled"
+                                    && c.status == "False"
+                                    && c.reason.as_deref() == Some("Unschedulable")
+                            })
+                        })
+                })
+                .collect();
+            (ran.len() == 2 && pending.len() == 1).then(|| (pending[0].clone(), ran))
+        },
+    )
+    .await;
+    let cond = pending
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        .cloned()
+        .expect("condition");
+    let message = cond.message.unwrap_or_default();
+    assert!(
+        message.contains("FloatingIPPlugin:NoFIPLeft"),
+        "reason names the cause: {message}"
+    );
+    assert!(message.starts_with("0/3 nodes are available"), "{message}");
+    assert_eq!(
+        pending.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert!(
+        pending
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_none()
+    );
+    until(
+        "a FailedScheduling event naming NoFIPLeft",
+        Duration::from_secs(10),
+        || async {
+            let events = Api::<Event>::namespaced(env.client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .ok()?;
+            events.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("FailedScheduling")
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("NoFIPLeft"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(fips(&env.client).await.len(), 2);
+
+    // Still pending a while later (the scheduler retries every 2 s; nothing can change).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = Api::<Pod>::namespaced(env.client.clone(), "default")
+        .get(&pending.name_any())
+        .await
+        .expect("pending pod");
+    assert!(
+        still
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_none(),
+        "bound without an IP"
+    );
+
+    // Free one IP: the pending pod (or the replacement) gets it.
+    let victim = &ran[0];
+    let freed = annotated_ip(victim).expect("ip");
+    Api::<Pod>::namespaced(env.client.clone(), "default")
+        .delete(&victim.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete");
+    until(
+        "the freed IP reused by another pod",
+        Duration::from_secs(30),
+        || async {
+            let pods = app_pods(&env.client, "big").await;
+            pods.into_iter()
+                .find(|p| {
+                    running(p)
+                        && p.metadata.uid != victim.metadata.uid
+                        && annotated_ip(p).as_ref() == Some(&freed)
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+/// The REST API against the live state: list by app, release refused while the pod runs,
+/// allowed once the pod is gone; the FloatingIP goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_api_lists_and_releases_live_state() {
+    let env = env(SEED_POOL, 3).await;
+    let api = env.ports.1;
+    create_statefulset(&env.client, "db", 2, Some("never")).await;
+    create_statefulset(&env.client, "live", 1, Some("immutable")).await;
+    let db = running_pods(&env.client, "db", 2).await;
+    let live = running_pods(&env.client, "live", 1).await;
+    let db_ips: BTreeMap<String, String> = db
+        .iter()
+        .map(|(n, p)| (n.clone(), annotated_ip(p).expect("ip")))
+        .collect();
+
+    let (code, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+        .await
+        .expect("GET /v1/ip");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["totalElements"], 2, "{body}");
+    for item in body["content"].as_array().expect("content") {
+        let pod = item["podName"].as_str().expect("podName");
+        assert_eq!(item["ip"].as_str(), Some(db_ips[pod].as_str()));
+        assert_eq!(item["appName"], "db");
+        assert_eq!(item["namespace"], "default");
+        assert_eq!(item["appType"], "statefulset");
+        assert_eq!(item["policy"], 2);
+        assert_eq!(item["status"], "Running", "{item}");
+        assert_eq!(item["releasable"], false, "{item}");
+    }
+    // Everything, sorted by IP ascending.
+    let (_, all) = http(api, "GET", "/v1/ip?size=100", None)
+        .await
+        .expect("GET all");
+    assert_eq!(all["totalElements"], 3, "{all}");
+    let listed: Vec<&str> = all["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .filter_map(|i| i["ip"].as_str())
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort_by_key(|ip| ip.parse::<std::net::Ipv4Addr>().expect("ip"));
+    assert_eq!(listed, sorted);
+    let (_, kw) = http(api, "GET", "/v1/ip?keyword=live", None)
+        .await
+        .expect("GET keyword");
+    assert_eq!(kw["totalElements"], 1, "{kw}");
+    assert_eq!(
+        kw["content"][0]["ip"].as_str(),
+        annotated_ip(&live["live-0"]).as_deref()
+    );
+
+    // Releasing a running pod's IP is refused.
+    let item = |pod: &str| json!({"ip": db_ips[pod], "appName": "db", "appType": "statefulset", "podName": pod, "namespace": "default"});
+    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+        .await
+        .expect("POST /v1/ip");
+    assert_eq!(code, 202, "{resp}");
+    assert_eq!(resp["unreleased"], json!([db_ips["db-0"]]), "{resp}");
+    assert!(fips(&env.client).await.contains_key(&db_ips["db-0"]));
+
+    // Delete the StatefulSet: `never` keeps the IPs; the API shows them Deleted, releasable.
+    Api::<StatefulSet>::namespaced(env.client.clone(), "default")
+        .delete("db", &DeleteParams::background())
+        .await
+        .expect("delete sts");
+    until("the db pods gone", Duration::from_secs(30), || async {
+        app_pods(&env.client, "db").await.is_empty().then_some(())
+    })
+    .await;
+    let body = until(
+        "db IPs listed as Deleted",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+                .await
+                .ok()?;
+            body["content"]
+                .as_array()?
+                .iter()
+                .all(|i| i["status"] == "Deleted" && i["releasable"] == true)
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["totalElements"], 2, "{body}");
+
+    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+        .await
+        .expect("POST /v1/ip");
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(resp["code"], 200, "{resp}");
+    until(
+        "db-0's FloatingIP deleted",
+        Duration::from_secs(10),
+        || async { (!fips(&env.client).await.contains_key(&db_ips["db-0"])).then_some(()) },
+    )
+    .await;
+    let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+        .await
+        .expect("GET");
+    assert_eq!(body["totalElements"], 1, "{body}");
+    assert_eq!(body["content"][0]["podName"], "db-1");
+    let records = fips(&env.client).await;
+    assert_eq!(records.len(), 2, "db-1 and live-0 kept");
+    assert!(records.contains_key(&db_ips["db-1"]));
+
+    // A malformed request is a 400.
+    let (code, _) = http(
+        api,
+        "POST",
+        "/v1/ip",
+        Some(json!({"ips": [{"ip": "not-an-ip"}]})),
+    )
+    .await
+    .expect("POST");
+    assert_eq!(code, 400);
+}
+
+/// 200 pods at once (100 from a Deployment, 100 bare pods, 20 of those deleted meanwhile) on
+/// 3 nodes, galaxy-ipam killed (`kill -9` equivalent) and restarted 4 times while they are
+/// scheduled. Afterwards (and one resync) every running pod has a unique IP matching its
+/// FloatingIP, and every FloatingIP belongs to an existing pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_pods_with_ipam_killed_repeatedly_never_double_allocate() {
+    let pool = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.10~192.168.64.250"],"subnet":"192.168.64.0/24","gateway":"192.168.64.1"}]"#;
+    let mut env = env(pool, 3).await;
+    create_deployment(&env.client, "crowd", 100, None).await;
+    let pods_api = Api::<Pod>::namespaced(env.client.clone(), "default");
+    let creates = (0..100).map(|i| {
+        let pods_api = pods_api.clone();
+        async move {
+            let mut template = eni_template("bare", None);
+            template["metadata"]["name"] = json!(format!("bare-{i}"));
+            let pod: Pod = serde_json::from_value(template).expect("pod");
+            pods_api
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("create bare pod");
+        }
+    });
+    futures::future::join_all(creates).await;
+
+    let mut bound_at_kill = Vec::new();
+    for round in 0..4u64 {
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        let bound = pods_api
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        bound_at_kill.push(bound);
+        env.ipam.kill();
+        if round == 1 {
+            // Pods deleted while no IPAM runs: only the re-list / resync can release them.
+            for i in 0..10 {
+                let _ = pods_api
+                    .delete(&format!("bare-{i}"), &DeleteParams::default())
+                    .await;
+            }
+        }
+        env.ipam = Replica::start(&env.server, env.ports, PluginConf::default());
+        if round == 2 {
+            for i in 10..20 {
+                let _ = pods_api
+                    .delete(&format!("bare-{i}"), &DeleteParams::default())
+                    .await;
+            }
+        }
+    }
+    println!("pods bound when galaxy-ipam was killed: {bound_at_kill:?}");
+    assert!(
+        bound_at_kill[0] < 200,
+        "the first kill came after scheduling was over: {bound_at_kill:?}"
+    );
+    wait_active(env.ports.1).await;
+
+    let pods = until("180 pods running", Duration::from_secs(180), || async {
+        let mut all = app_pods(&env.client, "crowd").await;
+        all.extend(app_pods(&env.client, "bare").await);
+        (all.len() == 180 && all.iter().all(running)).then_some(all)
+    })
+    .await;
+
+    // One resync, as the periodic one would do.
+    let plugin = env.ipam.slot.get().expect("active plugin");
+    controllers::resync(&plugin).await.expect("resync");
+
+    let records = fips(&env.client).await;
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for p in &pods {
+        let name = p.name_any();
+        let ip = annotated_ip(p).unwrap_or_else(|| panic!("{name} has no Galaxy IP"));
+        assert_eq!(
+            pod_ip(p).as_ref(),
+            Some(&ip),
+            "{name}: pod IP is the annotation's"
+        );
+        if let Some(other) = seen.insert(ip.clone(), name.clone()) {
+            panic!("{ip} given to both {other} and {name}");
+        }
+        let f = records
+            .get(&ip)
+            .unwrap_or_else(|| panic!("{name}'s IP {ip} has no FloatingIP"));
+        assert_eq!(
+            f.spec.key,
+            galaxy_ipam::pod::key_of(p).key(),
+            "{ip}: FloatingIP key"
+        );
+        let attr = f.spec.parsed_attribute().expect("attribute");
+        assert_eq!(
+            Some(attr.node_name.as_str()),
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            "{ip}: FloatingIP node"
+        );
+    }
+    let live: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
+    for (ip, f) in &records {
+        let key = KeyObj::parse(&f.spec.key).expect("key");
+        let pod = live.get(&key.pod);
+        assert!(
+            pod.is_some(),
+            "FloatingIP {ip} ({}) points at a pod that does not exist",
+            f.spec.key
+        );
+        let attr = f.spec.parsed_attribute().expect("attribute");
+        if !attr.uid.is_empty() {
+            assert_eq!(
+                pod.and_then(|p| p.metadata.uid.as_deref()),
+                Some(attr.uid.as_str()),
+                "FloatingIP {ip} records another pod's UID"
+            );
+        }
+    }
+    assert_eq!(records.len(), 180, "one FloatingIP per pod");
+}
