@@ -743,10 +743,29 @@ async fn never_survives_deleting_and_recreating_the_workload() {
         .delete("keep", &DeleteParams::background())
         .await
         .expect("delete deployment");
-    until("the pods of keep gone", Duration::from_secs(30), || async {
-        app_pods(&env.client, "keep").await.is_empty().then_some(())
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        while !app_pods(&env.client, "keep").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     })
     .await;
+    if gone.is_err() {
+        let left: Vec<_> = app_pods(&env.client, "keep")
+            .await
+            .iter()
+            .map(|p| {
+                (
+                    p.name_any(),
+                    p.metadata.deletion_timestamp.clone(),
+                    p.metadata.finalizers.clone(),
+                    p.metadata.owner_references.clone(),
+                    p.status.as_ref().and_then(|s| s.phase.clone()),
+                    p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                )
+            })
+            .collect();
+        panic!("the pods of keep are still there: {left:#?}");
+    }
     let records = until(
         "the IPs re-keyed to the app",
         Duration::from_secs(20),

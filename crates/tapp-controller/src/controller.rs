@@ -124,6 +124,7 @@ pub async fn run(
     .default_backoff()
     .reflect(pod_writer)
     .touched_objects();
+    let pod_stream = skip_watch_errors("pods", pod_stream);
     let (pvcs, pvc_writer) = reflector::store::<PersistentVolumeClaim>();
     let pvc_stream = watcher(
         api_of::<PersistentVolumeClaim>(&client, ns),
@@ -133,6 +134,7 @@ pub async fn run(
     .default_backoff()
     .reflect(pvc_writer)
     .touched_objects();
+    let pvc_stream = skip_watch_errors("persistentvolumeclaims", pvc_stream);
     let (nodes, node_task) = if config.watch_nodes {
         let (reader, writer) = reflector::store::<Node>();
         let stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -150,12 +152,19 @@ pub async fn run(
         (None, None)
     };
 
-    let tapps = api_of::<TApp>(&client, ns);
-    let controller = Controller::new(tapps, watcher::Config::default())
+    // Every trigger stream has its own backoff and its errors are logged here: errors reaching
+    // the Controller would go through its one trigger backoff, which pauses all trigger
+    // streams (and the reflectors inside them) and escalates across them.
+    let (tapp_store, tapp_writer) = reflector::store::<TApp>();
+    let tapp_stream = watcher(api_of::<TApp>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(tapp_writer)
+        .applied_objects();
+    let tapp_stream = skip_watch_errors("tapps", tapp_stream);
+    let controller = Controller::for_stream(tapp_stream, tapp_store.clone())
         .owns_stream(pod_stream)
         .owns_stream(pvc_stream)
         .graceful_shutdown_on(stop.clone().cancelled_owned());
-    let tapp_store = controller.store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
@@ -175,14 +184,18 @@ pub async fn run(
         tapp_store.clone(),
         nodes.clone(),
     );
-    tokio::spawn(async move {
-        let _ = ready_pods.wait_until_ready().await;
-        let _ = ready_pvcs.wait_until_ready().await;
-        let _ = ready_tapps.wait_until_ready().await;
-        if let Some(n) = ready_nodes {
-            let _ = n.wait_until_ready().await;
+    let ready_stop = stop.clone();
+    let readiness = tokio::spawn(async move {
+        let synced = store_synced(&ready_pods, &ready_stop).await
+            && store_synced(&ready_pvcs, &ready_stop).await
+            && store_synced(&ready_tapps, &ready_stop).await
+            && match &ready_nodes {
+                Some(n) => store_synced(n, &ready_stop).await,
+                None => true,
+            };
+        if synced {
+            ready_health.set(CACHE_CHECK, true, "");
         }
-        ready_health.set(CACHE_CHECK, true, "");
     });
 
     // Drop the per-TApp gauges of deleted TApps.
@@ -218,11 +231,51 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    readiness.abort();
     if let Some(t) = node_task {
         t.abort();
     }
     // Standby replicas stay ready (they serve the webhook); only a leader reports its caches.
     health.remove(CACHE_CHECK);
+}
+
+/// Logs and drops the errors of a trigger stream (its own `default_backoff` retries it).
+pub fn skip_watch_errors<K, S>(
+    what: &'static str,
+    stream: S,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+    S: futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+{
+    stream.filter_map(move |item| {
+        std::future::ready(match item {
+            Ok(obj) => Some(Ok(obj)),
+            Err(error) => {
+                tracing::warn!(watch = what, %error, "watch failed, retrying after a backoff");
+                None
+            }
+        })
+    })
+}
+
+/// Whether `store` has synced, false if `stop` fired first. `wait_until_ready` wakes only its
+/// last poller and the Controller polls it too, so it is polled again every 250 ms.
+pub async fn store_synced<K>(store: &Store<K>, stop: &CancellationToken) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if stop.is_cancelled() {
+            return false;
+        }
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
+            Err(_elapsed) => {}
+        }
+    }
 }
 
 fn error_policy(tapp: Arc<TApp>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -721,4 +774,48 @@ async fn execute(
         next = next.min(Duration::from_secs(5));
     }
     Ok(Action::requeue(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watch_errors_are_logged_and_dropped_not_passed_to_the_controller() {
+        let items: Vec<std::result::Result<u32, watcher::Error>> =
+            vec![Ok(1), Err(watcher::Error::NoResourceVersion), Ok(2)];
+        let out: Vec<u32> = skip_watch_errors("test", futures::stream::iter(items))
+            .map(|r| r.expect("only Ok items"))
+            .collect()
+            .await;
+        assert_eq!(out, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn readiness_is_seen_while_another_task_also_waits_on_the_store() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let stop = CancellationToken::new();
+        let mine = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move { store_synced(&store, &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Polls after ours, as the Controller does: only the last poller's waker is kept.
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_until_ready().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let synced = tokio::time::timeout(Duration::from_secs(5), mine)
+            .await
+            .expect("readiness noticed")
+            .expect("task");
+        assert!(synced);
+        other.await.expect("task").expect("ready");
+
+        let (never, _writer) = reflector::store::<Pod>();
+        stop.cancel();
+        assert!(!store_synced(&never, &stop).await, "stop ends the wait");
+    }
 }

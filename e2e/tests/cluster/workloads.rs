@@ -693,3 +693,65 @@ async fn rollout_status_fails_after_the_progress_deadline() {
     assert_eq!(w.reason.as_deref(), Some("ErrImagePull"));
     env.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_pvc_retention_policy_delete() {
+    let env = Env::start(ClusterConfig::with_nodes(2)).await;
+    let yaml = STATEFULSET.replace("replicas: 1", "replicas: 2\n  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}");
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_yaml::from_str(&yaml).unwrap();
+    let api =
+        Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(env.client.clone(), "default");
+    api.create(&Default::default(), &sts).await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "default");
+    let claims = |n: usize| {
+        let pvcs = pvcs.clone();
+        move || {
+            let pvcs = pvcs.clone();
+            async move {
+                let mut names: Vec<String> = pvcs
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|p| p.metadata.name.clone().unwrap())
+                    .collect();
+                names.sort();
+                (names.len() == n).then_some(names)
+            }
+        }
+    };
+    assert_eq!(
+        wait_for("2 claims", claims(2)).await,
+        vec!["data-db-0", "data-db-1"]
+    );
+    wait_for("2 ready", || {
+        let c = env.client.clone();
+        async move {
+            (pods_with(&c, "app=db")
+                .await
+                .iter()
+                .filter(|p| cond(p, "Ready").as_deref() == Some("True"))
+                .count()
+                == 2)
+                .then_some(())
+        }
+    })
+    .await;
+    // whenScaled: Delete — the claim of the removed ordinal goes with its pod
+    api.patch(
+        "db",
+        &Default::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_for("claim of db-1 deleted", claims(1)).await,
+        vec!["data-db-0"]
+    );
+    // whenDeleted: Delete — the remaining claims go with the StatefulSet
+    api.delete("db", &Default::default()).await.unwrap();
+    wait_for("all claims deleted", claims(0)).await;
+    env.cluster.shutdown().await;
+}

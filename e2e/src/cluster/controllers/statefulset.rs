@@ -92,6 +92,86 @@ fn pod_for(sts: &StatefulSet, i: i32, rev: &str) -> Pod {
     pod
 }
 
+/// `persistentVolumeClaimRetentionPolicy` (`whenDeleted`, `whenScaled`), default Retain.
+pub fn retention(sts: &StatefulSet) -> (String, String) {
+    let p = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.clone())
+        .unwrap_or_default();
+    (
+        p.when_deleted.unwrap_or_else(|| "Retain".into()),
+        p.when_scaled.unwrap_or_else(|| "Retain".into()),
+    )
+}
+
+/// The (non-controller) owner reference a claim gets to be deleted with its StatefulSet.
+fn set_owner(sts: &StatefulSet) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    let mut o = util::controller_ref(sts);
+    o.controller = None;
+    o
+}
+
+async fn add_owner(
+    api: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Result<(), CtlError> {
+    let mut refs = pvc.owner_references().to_vec();
+    refs.push(owner);
+    let patch =
+        json!({"metadata": {"ownerReferences": refs, "resourceVersion": pvc.resource_version()}});
+    api.patch(
+        &pvc.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// whenScaled=Delete: the claims of a condemned pod get the pod as their only owner (the set's
+/// reference is dropped, as upstream does), so they go with the pod.
+async fn claims_follow_pod(ctx: &Ctx, sts: &StatefulSet, pod: &Pod) -> Result<(), CtlError> {
+    let spec = sts.spec.clone().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &sts.namespace().unwrap_or_default());
+    for t in spec.volume_claim_templates.iter().flatten() {
+        let name = format!(
+            "{}-{}",
+            t.metadata.name.clone().unwrap_or_default(),
+            pod.name_any()
+        );
+        let Some(pvc) = api.get_opt(&name).await? else {
+            continue;
+        };
+        if pvc
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
+        {
+            continue;
+        }
+        let mut refs: Vec<_> = pvc
+            .owner_references()
+            .iter()
+            .filter(|o| Some(&o.uid) != sts.metadata.uid.as_ref())
+            .cloned()
+            .collect();
+        let mut o = util::controller_ref(pod);
+        o.controller = None;
+        refs.push(o);
+        let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pvc.resource_version()}});
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, i: i32) -> Result<(), CtlError> {
     let spec = sts.spec.clone().unwrap_or_default();
     let ns = sts.namespace().unwrap_or_default();
@@ -99,7 +179,15 @@ async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, i: i32) -> Result<(), CtlEr
     for t in spec.volume_claim_templates.iter().flatten() {
         let claim = t.metadata.name.clone().unwrap_or_default();
         let name = format!("{claim}-{}-{i}", sts.name_any());
-        if api.get_opt(&name).await?.is_some() {
+        let delete_with_set = retention(sts).0 == "Delete";
+        if let Some(existing) = api.get_opt(&name).await? {
+            let owned = existing
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == sts.metadata.uid.as_ref());
+            if delete_with_set && !owned {
+                add_owner(&api, &existing, set_owner(sts)).await?;
+            }
             continue;
         }
         let mut pvc = t.clone();
@@ -116,6 +204,7 @@ async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, i: i32) -> Result<(), CtlEr
                     .collect(),
             ),
             annotations: t.metadata.annotations.clone(),
+            owner_references: delete_with_set.then(|| vec![set_owner(sts)]),
             ..Default::default()
         };
         pvc.status = None;
@@ -210,6 +299,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, CtlEr
         {
             if ordered && terminating {
                 break;
+            }
+            if retention(&sts).1 == "Delete" {
+                claims_follow_pod(&ctx, &sts, p).await?;
             }
             let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
             util::record_event(

@@ -1,0 +1,389 @@
+//! cronhpa-controller end to end: the binary and the pinned kubectl against the sandbox over
+//! loopback. The seed's CronHPA YAML goes in verbatim through `kubectl apply`; the controller's
+//! clock is shifted with its test-only `--clock-offset` flag so that the seed's weekly
+//! `0 23 * * 7` (Sunday 23:00) comes due seconds after the test starts. Needs the
+//! `cronhpa-controller` binary next to `sandbox` (`make test-e2e` builds both).
+
+use std::{path::PathBuf, time::Duration};
+
+use base64::Engine;
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc, Weekday};
+use e2e::cluster::{
+    ClusterConfig,
+    harness::{ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for},
+};
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn controller_bin() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_sandbox"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let bin = dir.join("cronhpa-controller");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` or `make test-e2e`",
+        bin.display()
+    );
+    bin
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The next Sunday 23:00 UTC at least two minutes away.
+fn next_sunday_2300() -> DateTime<Utc> {
+    let floor = Utc::now() + ChronoDuration::minutes(2);
+    let mut day = floor.date_naive();
+    loop {
+        let t = Utc.from_utc_datetime(&day.and_hms_opt(23, 0, 0).expect("time"));
+        if day.weekday() == Weekday::Sun && t > floor {
+            return t;
+        }
+        day = day.succ_opt().expect("date");
+    }
+}
+
+struct Setup {
+    sandbox: Sandbox,
+    kubectl: Kubectl,
+    dir: ScratchDir,
+    /// Real time at which the controller's shifted clock reads Sunday 23:00.
+    fire_real: DateTime<Utc>,
+    fire: DateTime<Utc>,
+    offset: ChronoDuration,
+}
+
+/// Sandbox, CRD, the seed's Deployment target and the seed's CronHPA (verbatim), with
+/// lastScheduleTime recorded 1 s before "now" on the controller's shifted clock, which reads
+/// `lead` before the Sunday fire.
+async fn setup(lead: Duration) -> Setup {
+    let sandbox = Sandbox::start(ClusterConfig::with_nodes(1))
+        .await
+        .expect("sandbox");
+    let kubectl = sandbox.kubectl();
+    let crd = workspace().join("manifests/crds/cronhpas.extensions.tkestack.io.yaml");
+    kubectl
+        .ok(&["apply", "--server-side", "-f", crd.to_str().expect("path")])
+        .await
+        .expect("install CRD");
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/cronhpas.extensions.tkestack.io",
+            "--timeout=30s",
+        ])
+        .await
+        .expect("CRD established");
+    kubectl
+        .ok(&[
+            "create",
+            "deployment",
+            "demo-deployment",
+            "--image=nginx",
+            "--replicas=2",
+        ])
+        .await
+        .expect("deployment");
+    let seed = workspace().join("crates/addon-common/tests/fixtures/cronhpa-weekly.yaml");
+    let out = kubectl
+        .ok(&["apply", "-f", seed.to_str().expect("path")])
+        .await
+        .expect("apply the seed CronHPA");
+    assert!(
+        out.contains("cronhpa.extensions.tkestack.io/example-cron-hpa created"),
+        "{out}"
+    );
+
+    let fire = next_sunday_2300();
+    let lead = ChronoDuration::from_std(lead).expect("lead");
+    let fake_now = fire - lead;
+    let offset = fake_now - Utc::now();
+    let last = (fake_now - ChronoDuration::seconds(1)).to_rfc3339();
+    kubectl
+        .ok(&[
+            "patch",
+            "cronhpa",
+            "example-cron-hpa",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"lastScheduleTime":"{last}"}}}}"#),
+        ])
+        .await
+        .expect("record the previous run");
+    let dir = ScratchDir::new("cronhpa-e2e").expect("scratch dir");
+    Setup {
+        fire_real: fire - offset,
+        fire,
+        offset,
+        sandbox,
+        kubectl,
+        dir,
+    }
+}
+
+fn start_controller(s: &Setup, extra: &[&str]) -> ChildProcess {
+    let kubeconfig = s.sandbox.kubeconfig.to_str().expect("path").to_owned();
+    let offset = format!("{}ms", s.offset.num_milliseconds());
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--admin-address",
+        "127.0.0.1:0",
+        "--leader-elect",
+        "false",
+        "--clock-offset",
+        offset.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    ChildProcess::start(&controller_bin(), &args, &[]).expect("start cronhpa-controller")
+}
+
+async fn replicas(k: &Kubectl) -> String {
+    k.ok(&[
+        "get",
+        "deployment",
+        "demo-deployment",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ])
+    .await
+    .unwrap_or_default()
+}
+
+async fn rescale_events(k: &Kubectl) -> usize {
+    let out = k
+        .ok(&[
+            "get",
+            "events",
+            "-o",
+            "json",
+            "--field-selector",
+            "involvedObject.name=example-cron-hpa",
+        ])
+        .await
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&out).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|e| e["reason"] == "SuccessfulRescale")
+                .map(|e| e["count"].as_u64().unwrap_or(1) as usize)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_cronhpa_fires_through_kubectl_and_the_webhook_rejects_bad_schedules() {
+    let s = setup(Duration::from_secs(4)).await;
+
+    // The webhook, over HTTPS with a certificate for 127.0.0.1, registered like the chart does.
+    let certs = e2e::tls::generate_certs(&[]).expect("certs");
+    std::fs::write(
+        s.dir.path().join("tls.crt"),
+        pem("CERTIFICATE", &certs.cert_der),
+    )
+    .expect("crt");
+    std::fs::write(
+        s.dir.path().join("tls.key"),
+        pem("PRIVATE KEY", &certs.key_der),
+    )
+    .expect("key");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let webhook_address = format!("127.0.0.1:{port}");
+    let cert_dir = s.dir.path().to_str().expect("path").to_owned();
+    let mut controller = start_controller(
+        &s,
+        &[
+            "--webhook-address",
+            &webhook_address,
+            "--webhook-cert-dir",
+            &cert_dir,
+        ],
+    );
+    let ca = base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem);
+    s.kubectl
+        .apply(&format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: cronhpa-controller
+webhooks:
+- name: cronhpa.extensions.tkestack.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  clientConfig:
+    url: https://127.0.0.1:{port}/validate-cronhpa
+    caBundle: {ca}
+  rules:
+  - apiGroups: ["extensions.tkestack.io"]
+    apiVersions: ["v1"]
+    resources: ["cronhpas"]
+    operations: ["CREATE", "UPDATE"]
+"#
+        ))
+        .await
+        .expect("register the webhook");
+
+    // Sunday 23:00 on the controller's clock: the seed's `0 23 * * 7` → 30 replicas, on time.
+    wait_for(
+        "the Sunday scale to 30",
+        Duration::from_secs(30),
+        || async { (replicas(&s.kubectl).await == "30").then_some(()) },
+    )
+    .await
+    .expect("scaled");
+    let late = Utc::now() - s.fire_real;
+    assert!(
+        late < ChronoDuration::seconds(2),
+        "scaled {late} after the scheduled time"
+    );
+    assert!(Utc::now() >= s.fire_real, "not before the scheduled time");
+    let describe = s
+        .kubectl
+        .ok(&["describe", "cronhpa", "example-cron-hpa"])
+        .await
+        .expect("describe");
+    assert!(describe.contains("SuccessfulRescale"), "{describe}");
+    assert!(describe.contains("New size: 30"), "{describe}");
+    let last = s
+        .kubectl
+        .ok(&[
+            "get",
+            "cronhpa",
+            "example-cron-hpa",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ])
+        .await
+        .expect("status");
+    assert_eq!(
+        DateTime::parse_from_rfc3339(&last)
+            .expect("time")
+            .timestamp(),
+        s.fire.timestamp(),
+        "lastScheduleTime is the scheduled occurrence"
+    );
+
+    // An invalid schedule is rejected at admission, naming the field.
+    let bad = r#"apiVersion: extensions.tkestack.io/v1
+kind: CronHPA
+metadata:
+  name: bad
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: demo-deployment
+  crons:
+  - schedule: "0 23 * * 7"
+    targetReplicas: 3
+  - schedule: "0 25 * * *"
+    targetReplicas: 3
+"#;
+    let rejected = wait_for("the webhook to answer", Duration::from_secs(20), || async {
+        let out = s.kubectl.run(&["apply", "-f", "-"], Some(bad)).await.ok()?;
+        (!out.success && out.stderr.contains("spec.crons[1].schedule")).then_some(out.stderr)
+    })
+    .await
+    .expect("rejected by the webhook");
+    assert!(rejected.contains("denied the request"), "{rejected}");
+    controller.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_across_a_fire_time_fires_once_after_restart() {
+    let s = setup(Duration::from_secs(5)).await;
+    let mut controller = start_controller(&s, &[]);
+    // Let it start and sync, then kill it 2 s before the fire.
+    wait_for(
+        "the controller to record the next schedule",
+        Duration::from_secs(20),
+        || async {
+            let out = s
+                .kubectl
+                .ok(&[
+                    "get",
+                    "cronhpa",
+                    "example-cron-hpa",
+                    "-o",
+                    "jsonpath={.status.crons[1].nextScheduleTime}",
+                ])
+                .await
+                .ok()?;
+            (!out.is_empty()).then_some(())
+        },
+    )
+    .await
+    .expect("controller running");
+    let kill_at = s.fire_real - ChronoDuration::seconds(2);
+    if let Ok(wait) = (kill_at - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    controller.kill9().await;
+    assert_eq!(replicas(&s.kubectl).await, "2", "killed before the fire");
+    // Down across the fire time; back 2 s after it.
+    if let Ok(wait) = (s.fire_real + ChronoDuration::seconds(2) - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(replicas(&s.kubectl).await, "2", "nothing fired while down");
+    controller.restart().await.expect("restart");
+    wait_for(
+        "the missed fire after restart",
+        Duration::from_secs(30),
+        || async { (replicas(&s.kubectl).await == "30").then_some(()) },
+    )
+    .await
+    .expect("fired after restart");
+    // Restart once more: the occurrence is recorded, so it must not fire again.
+    controller.restart().await.expect("second restart");
+    wait_for(
+        "the restarted controller to resync",
+        Duration::from_secs(20),
+        || async {
+            let out = s
+                .kubectl
+                .ok(&[
+                    "get",
+                    "cronhpa",
+                    "example-cron-hpa",
+                    "-o",
+                    "jsonpath={.status.lastScheduleTime}",
+                ])
+                .await
+                .ok()?;
+            (!out.is_empty()).then_some(())
+        },
+    )
+    .await
+    .expect("status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rescale_events(&s.kubectl).await, 1, "fired exactly once");
+    controller.kill9().await;
+}
