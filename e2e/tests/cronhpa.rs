@@ -387,3 +387,189 @@ async fn controller_killed_across_a_fire_time_fires_once_after_restart() {
     assert_eq!(rescale_events(&s.kubectl).await, 1, "fired exactly once");
     controller.kill9().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_daily_example_and_tapp_and_hpa_targets_through_kubectl() {
+    let sandbox = Sandbox::start(ClusterConfig::with_nodes(1))
+        .await
+        .expect("sandbox");
+    let k = sandbox.kubectl();
+    for crd in ["cronhpas.extensions.tkestack.io", "tapps.apps.tkestack.io"] {
+        let path = workspace().join(format!("manifests/crds/{crd}.yaml"));
+        k.ok(&["apply", "--server-side", "-f", path.to_str().expect("path")])
+            .await
+            .expect("install CRD");
+        k.ok(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{crd}"),
+            "--timeout=30s",
+        ])
+        .await
+        .expect("CRD established");
+    }
+    k.ok(&[
+        "create",
+        "deployment",
+        "web-servers",
+        "--image=nginx",
+        "--replicas=5",
+    ])
+    .await
+    .expect("deployment");
+    k.ok(&[
+        "create",
+        "deployment",
+        "api",
+        "--image=nginx",
+        "--replicas=1",
+    ])
+    .await
+    .expect("deployment");
+    let fixtures = workspace().join("crates/addon-common/tests/fixtures");
+    for file in ["cronhpa-daily.yaml", "tapp-create.yaml"] {
+        k.ok(&["apply", "-f", fixtures.join(file).to_str().expect("path")])
+            .await
+            .expect("apply seed");
+    }
+    k.apply(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: api
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}
+  minReplicas: 1
+  maxReplicas: 5
+---
+apiVersion: extensions.tkestack.io/v1
+kind: CronHPA
+metadata:
+  name: tapp-cron
+spec:
+  scaleTargetRef: {apiVersion: apps.tkestack.io/v1, kind: TApp, name: example-tapp}
+  crons:
+  - {schedule: "0 9 * * *", targetReplicas: 4}
+---
+apiVersion: extensions.tkestack.io/v1
+kind: CronHPA
+metadata:
+  name: hpa-cron
+spec:
+  scaleTargetRef: {apiVersion: autoscaling/v2, kind: HorizontalPodAutoscaler, name: api}
+  crons:
+  - {schedule: "0 9 * * *", targetReplicas: 7}
+"#,
+    )
+    .await
+    .expect("HPA and CronHPAs");
+
+    // Down from 07:00 to 10:00 on the controller's clock: 08:00→60 and 09:00→10 were missed.
+    let today = Utc::now().date_naive();
+    let at = |h| Utc.from_utc_datetime(&today.and_hms_opt(h, 0, 0).expect("time"));
+    for name in ["web-servers-cronhpa", "tapp-cron", "hpa-cron"] {
+        let last = at(7).to_rfc3339();
+        k.ok(&[
+            "patch",
+            "cronhpa",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"lastScheduleTime":"{last}"}}}}"#),
+        ])
+        .await
+        .expect("record the previous run");
+    }
+    let offset = format!("{}ms", (at(10) - Utc::now()).num_milliseconds());
+    let kubeconfig = sandbox.kubeconfig.to_str().expect("path").to_owned();
+    let mut controller = ChildProcess::start(
+        &controller_bin(),
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--admin-address",
+            "127.0.0.1:0",
+            "--leader-elect",
+            "false",
+            "--clock-offset",
+            &offset,
+        ],
+        &[],
+    )
+    .expect("start cronhpa-controller");
+
+    let get = |args: &'static [&'static str]| {
+        let k = k.clone();
+        async move { k.ok(args).await.unwrap_or_default() }
+    };
+    wait_for(
+        "the catch-up to the latest missed cron (10)",
+        Duration::from_secs(30),
+        || async {
+            (get(&[
+                "get",
+                "deployment",
+                "web-servers",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])
+            .await
+                == "10")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("web-servers at 10, not 60");
+    wait_for(
+        "the TApp scaled through /scale",
+        Duration::from_secs(30),
+        || async {
+            (get(&[
+                "get",
+                "tapp",
+                "example-tapp",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])
+            .await
+                == "4")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("TApp at 4");
+    wait_for(
+        "the HPA's minReplicas raised",
+        Duration::from_secs(30),
+        || async {
+            (get(&[
+                "get",
+                "hpa",
+                "api",
+                "-o",
+                "jsonpath={.spec.minReplicas}/{.spec.maxReplicas}",
+            ])
+            .await
+                == "7/7")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("HPA bounds moved");
+    assert_eq!(
+        get(&[
+            "get",
+            "deployment",
+            "api",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])
+        .await,
+        "1",
+        "HPA mode leaves the replicas to the HPA"
+    );
+    let wide = get(&["get", "cronhpa", "-o", "wide"]).await;
+    assert!(wide.contains("web-servers-cronhpa"), "{wide}");
+    controller.kill9().await;
+}
