@@ -355,29 +355,15 @@ async fn in_place_resize_is_reported_in_status() {
     .await;
     let patch = json!({"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "300m"}, "limits": {"cpu": "400m"}}}]}});
     let api = env.pods("default");
-    // Kubernetes 1.33 resizes through pods/resize; until the emulated API server serves it,
-    // a spec patch stands in (the kubelet only looks at the spec)
-    if let Err(e) = api
-        .patch_subresource(
-            "resize",
-            "resizable",
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-    {
-        assert!(
-            matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 405),
-            "{e}"
-        );
-        api.patch(
-            "resizable",
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-        .unwrap();
-    }
+    // Kubernetes 1.33 resizes through the pods/resize subresource.
+    api.patch_subresource(
+        "resize",
+        "resizable",
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await
+    .expect("pods/resize is served");
     let cs = env
         .wait_pod("default", "resizable", "resized", |p| {
             let cs = p.status.as_ref()?.container_statuses.as_ref()?[0].clone();
