@@ -1,0 +1,731 @@
+//! tapp-bench: N TApps × M pods on the sandbox: time to all Running, then a full in-place rollout.
+//!
+//! ```text
+//! make bench            # or:
+//! cargo build --release -p e2e --bin sandbox -p tapp-controller --bins
+//! target/release/tapp-bench [--tapps 1000] [--pods 10] [--nodes 20]
+//! ```
+//! Starts the `sandbox` binary (API server + simulated scheduler and kubelets, plain HTTP) and
+//! the `tapp-controller` binary as separate processes (found next to this executable). The
+//! controller talks to the sandbox through a counting TCP proxy inside this process: the
+//! sandbox serves plain HTTP (`--insecure-http`), so the proxy parses the HTTP/1.1 request
+//! heads on their way and counts every request the controller sends (watches count once, when
+//! opened). This process's own requests (creating and watching) go to the sandbox directly and
+//! are not counted.
+//!
+//! Phase 1 creates the TApps (`updateStrategy.maxUnavailable` 50% by default) and ends when
+//! every TApp reports `readyReplicas == replicas` for its current generation. Phase 2 changes
+//! every TApp's image (an in-place rollout) and ends when every pod's container status shows
+//! the new image with the pod Ready, and every TApp is Ready again for its new generation.
+//! The controller's CPU seconds and RSS come from /proc.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use addon_common::api::{all_crds, tapp::TApp};
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[derive(Parser, Debug)]
+#[command(about = "TApp controller: N TApps x M pods to Running, then a full in-place rollout")]
+struct Args {
+    /// Number of TApps.
+    #[arg(long, default_value_t = 1_000)]
+    tapps: usize,
+    /// Replicas of each TApp.
+    #[arg(long, default_value_t = 10)]
+    pods: usize,
+    /// Simulated nodes (each with capacity pods=1000).
+    #[arg(long, default_value_t = 20)]
+    nodes: usize,
+    /// `updateStrategy.maxUnavailable` of every TApp.
+    #[arg(long, default_value = "50%")]
+    max_unavailable: String,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Directory holding the `sandbox` and `tapp-controller` binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Concurrent create/patch requests of this benchmark.
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system) and (RSS, peak RSS) in MiB of a process, from /proc.
+fn usage(pid: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields after the command: state is 0, utime is 11, stime is 12.
+    let field = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let ticks = field(11) + field(12);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        ticks / 100.0,
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0,
+    ))
+}
+
+async fn wait_for_file(path: &Path, deadline: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > deadline {
+            bail!("{} did not appear", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Requests seen by the proxy, by "METHOD resource[/subresource] [list|watch]".
+type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// "GET pods watch", "PATCH pods/status", "POST events", … from a request line's method and target.
+fn classify(method: &str, target: &str) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest: &[&str] = match segs.as_slice() {
+        ["api", _v, rest @ ..] => rest,
+        ["apis", _g, _v, rest @ ..] => rest,
+        _ => return format!("{method} {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, more @ ..] if !more.is_empty() => more,
+        r => r,
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match rest {
+        [] => format!("{method} discovery"),
+        [resource] if method == "GET" => {
+            format!("GET {resource} {}", if watch { "watch" } else { "list" })
+        }
+        [resource] | [resource, _] => format!("{method} {resource}"),
+        [resource, _, sub, ..] => format!("{method} {resource}/{sub}"),
+    }
+}
+
+/// Counts the HTTP/1.1 requests flowing from client to server: parses each request head, skips
+/// its Content-Length body. Returns false once the stream can no longer be followed (chunked).
+fn count_requests(buf: &mut Vec<u8>, body_left: &mut usize, counts: &Counts) -> bool {
+    loop {
+        if *body_left > 0 {
+            let n = (*body_left).min(buf.len());
+            buf.drain(..n);
+            *body_left -= n;
+            if *body_left > 0 {
+                return true;
+            }
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return true;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let mut lines = head.lines();
+        let mut first = lines.next().unwrap_or_default().split_whitespace();
+        let (method, target) = (
+            first.next().unwrap_or("?").to_string(),
+            first.next().unwrap_or("?").to_string(),
+        );
+        *counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(classify(&method, &target))
+            .or_default() += 1;
+        for line in lines {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                *body_left = v.parse().unwrap_or(0);
+            } else if k == "transfer-encoding" && v.contains("chunked") {
+                counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry("(chunked request: connection no longer counted)".into())
+                    .and_modify(|c| *c += 1)
+                    .or_insert(1);
+                return false;
+            }
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1:<free> forwarding to `upstream` and counting HTTP requests.
+async fn start_proxy(upstream: SocketAddr, counts: Counts) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                });
+                let mut chunk = vec![0u8; 64 * 1024];
+                let (mut pending, mut body_left, mut following) = (Vec::new(), 0usize, true);
+                loop {
+                    let n = match cr.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if sw.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                    if following {
+                        pending.extend_from_slice(&chunk[..n]);
+                        following = count_requests(&mut pending, &mut body_left, &counts);
+                    }
+                }
+                let _ = sw.shutdown().await;
+                let _ = down.await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A plain HTTP GET of `path` on `addr` (the controller's admin port); the body, if 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+/// Sum of the samples of `name` (any labels) in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn total(counts: &BTreeMap<String, u64>) -> u64 {
+    counts.values().sum()
+}
+
+/// Per-key difference `b - a`.
+fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    b.iter()
+        .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn print_counts(label: &str, c: &BTreeMap<String, u64>, pods: usize) {
+    let mut rows: Vec<_> = c.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1));
+    let top: Vec<String> = rows
+        .iter()
+        .take(8)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "  {label:<26}{} requests, {:.2} per pod: {}",
+        total(c),
+        total(c) as f64 / pods as f64,
+        top.join(", ")
+    );
+}
+
+/// Whether a TApp is Ready: status for its current generation with every replica ready.
+fn tapp_ready(t: &TApp) -> bool {
+    let gen_seen = match (t.metadata.generation, &t.status) {
+        (Some(g), Some(s)) => s.observed_generation.is_some_and(|o| o >= g),
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    gen_seen
+        && t.status
+            .as_ref()
+            .is_some_and(|s| s.ready_replicas == t.spec.replicas && s.replicas == t.spec.replicas)
+}
+
+/// Whether the pod's container `c` reports `image` and the pod is Ready.
+fn pod_rolled(p: &Pod, image: &str) -> bool {
+    let Some(status) = &p.status else {
+        return false;
+    };
+    let on_image = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| c.name == "c" && c.image == image && c.ready);
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    on_image && ready && p.metadata.deletion_timestamp.is_none()
+}
+
+/// Polls `done` every 100 ms until it is true; the elapsed time since `start`.
+async fn wait_until(
+    start: Instant,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> (bool, String),
+) -> anyhow::Result<Duration> {
+    let mut last_print = Instant::now();
+    loop {
+        let (ok, progress) = done();
+        if ok {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: timed out after {timeout:?} ({progress})");
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  {:>5.0} s  {what}: {progress}",
+                start.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match args.bin_dir.clone() {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable directory")?
+            .to_path_buf(),
+    };
+    let work = std::env::temp_dir().join(format!("tapp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let kubeconfig = work.join("kubeconfig");
+    let proxied_kubeconfig = work.join("kubeconfig-proxied");
+
+    let sandbox = Proc(
+        Command::new(bin_dir.join("sandbox"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-http",
+                "--kubeconfig-out",
+            ])
+            .arg(&kubeconfig)
+            .args(["--nodes", &args.nodes.to_string()])
+            .args(["--node-capacity", "pods=1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {}/sandbox (build it: cargo build --release -p e2e --bin sandbox)",
+                    bin_dir.display()
+                )
+            })?,
+    );
+    let sandbox_pid = sandbox.0.id().to_string();
+    wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
+    // The file may be visible before it is completely written.
+    let mut kc = None;
+    for _ in 0..100 {
+        if let Ok(k) = Kubeconfig::read_from(&kubeconfig)
+            && !k.clusters.is_empty()
+        {
+            kc = Some(k);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kc = kc.context("reading the sandbox kubeconfig")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default()).await?;
+    let upstream: SocketAddr = {
+        let uri = &config.cluster_url;
+        if uri.scheme_str() != Some("http") {
+            bail!("the sandbox does not serve plain HTTP ({uri}); the request counter needs it");
+        }
+        format!(
+            "{}:{}",
+            uri.host().context("host")?,
+            uri.port_u16().context("port")?
+        )
+        .parse()?
+    };
+    let counts: Counts = Arc::default();
+    let proxy = start_proxy(upstream, counts.clone()).await?;
+    let mut proxied = kc.clone();
+    for c in &mut proxied.clusters {
+        if let Some(cluster) = c.cluster.as_mut() {
+            cluster.server = Some(format!("http://{proxy}"));
+        }
+    }
+    // JSON is YAML.
+    std::fs::write(&proxied_kubeconfig, serde_json::to_vec(&proxied)?)?;
+
+    let client = Client::try_from(config)?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in all_crds() {
+        crds.create(&PostParams::default(), &crd).await?;
+    }
+    let tapps: Api<TApp> = Api::namespaced(client.clone(), "default");
+    for _ in 0..100 {
+        if tapps.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let controller = Proc(
+        Command::new(bin_dir.join("tapp-controller"))
+            .arg("--kubeconfig")
+            .arg(&proxied_kubeconfig)
+            .args([
+                "--admin-address",
+                &admin.to_string(),
+                "--leader-elect",
+                "false",
+                "--webhook-address",
+                "",
+                "--log-filter",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context(
+                "starting tapp-controller (build it: cargo build --release -p tapp-controller)",
+            )?,
+    );
+    let pid = controller.0.id().to_string();
+    let ready_start = Instant::now();
+    while http_get(admin, "/readyz").is_none() {
+        if ready_start.elapsed() > Duration::from_secs(60) {
+            bail!("tapp-controller did not become ready on {admin}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let startup = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+
+    // Watch the TApps for the whole run.
+    let tapp_state: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+    let watch_tapps = {
+        let (api, state) = (tapps.clone(), tapp_state.clone());
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                match ev {
+                    watcher::Event::Apply(t) | watcher::Event::InitApply(t) => {
+                        s.insert(t.metadata.name.clone().unwrap_or_default(), tapp_ready(&t));
+                    }
+                    watcher::Event::Delete(t) => {
+                        s.remove(&t.metadata.name.clone().unwrap_or_default());
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let (n, m) = (args.tapps, args.pods);
+    let timeout = Duration::from_secs(args.timeout);
+    let ready_count = {
+        let state = tapp_state.clone();
+        move || -> (usize, usize) {
+            let s = state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.values().filter(|r| **r).count(), s.len())
+        }
+    };
+
+    // Phase 1: create, wait for every TApp to be Running.
+    eprintln!("phase 1: creating {n} TApps x {m} pods…");
+    let (cpu0, _, _) = usage(&pid)?;
+    let (sb0, _, _) = usage(&sandbox_pid)?;
+    let (me0, _, _) = usage("self")?;
+    let start1 = Instant::now();
+    let image1 = "nginx:1.0";
+    let image2 = "nginx:2.0";
+    stream::iter(0..n)
+        .map(|i| {
+            let tapps = tapps.clone();
+            let max_unavailable = args.max_unavailable.clone();
+            async move {
+                let tapp: TApp = serde_json::from_value(json!({
+                    "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
+                    "metadata": {"name": format!("t{i}")},
+                    "spec": {"replicas": m,
+                             "updateStrategy": {"maxUnavailable": max_unavailable},
+                             "template": {"metadata": {"labels": {"app": format!("t{i}")}},
+                                          "spec": {"containers": [{"name": "c", "image": image1}]}}}
+                }))?;
+                tapps.create(&PostParams::default(), &tapp).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created_in = start1.elapsed();
+    eprintln!("  created in {:.1} s", created_in.as_secs_f64());
+    let running_in = wait_until(start1, timeout, "TApps Running", || {
+        let (ready, seen) = ready_count();
+        (ready == n && seen == n, format!("{ready}/{n} TApps ready"))
+    })
+    .await?;
+    let (cpu1, rss1, _) = usage(&pid)?;
+    let (sb1, _, _) = usage(&sandbox_pid)?;
+    let (me1, _, _) = usage("self")?;
+    let counts1 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let metrics1 = http_get(admin, "/metrics").unwrap_or_default();
+
+    // Phase 2: change every TApp's image, wait for every pod to run it.
+    eprintln!("phase 2: in-place rollout of every TApp to {image2}…");
+    let pod_state: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let watch_pods = {
+        let state = pod_state.clone();
+        tokio::spawn(async move {
+            let stream = watcher(
+                pods,
+                watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
+            )
+            .default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        s.insert(
+                            p.metadata.name.clone().unwrap_or_default(),
+                            pod_rolled(&p, image2),
+                        );
+                    }
+                    watcher::Event::Delete(p) => {
+                        s.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let start2 = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let tapps = tapps.clone();
+            async move {
+                let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image2}]}}}});
+                tapps
+                    .patch(&format!("t{i}"), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let patched_in = start2.elapsed();
+    eprintln!("  patched in {:.1} s", patched_in.as_secs_f64());
+    // TApp watch events for the patches may still be in flight: a TApp counts only once its
+    // status has observed the new generation (tapp_ready checks observedGeneration).
+    let rolled_in = wait_until(start2, timeout, "rollout", || {
+        let rolled = pod_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|r| **r)
+            .count();
+        let (ready, _) = ready_count();
+        (
+            rolled == n * m && ready == n,
+            format!(
+                "{rolled}/{} pods on {image2}, {ready}/{n} TApps ready",
+                n * m
+            ),
+        )
+    })
+    .await?;
+    let (cpu2, rss2, peak) = usage(&pid)?;
+    let (sb2, _, _) = usage(&sandbox_pid)?;
+    let (me2, _, _) = usage("self")?;
+    let counts2 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let metrics2 = http_get(admin, "/metrics").unwrap_or_default();
+    watch_tapps.abort();
+    watch_pods.abort();
+    drop(controller);
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&work);
+
+    let pods_total = n * m;
+    let (w1, w2) = (running_in.as_secs_f64(), rolled_in.as_secs_f64());
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    println!(
+        "tapp-bench: {n} TApps x {m} pods = {pods_total} pods, {} nodes, maxUnavailable {}, {cores} CPUs \
+         (sandbox over loopback, plain HTTP)",
+        args.nodes, args.max_unavailable
+    );
+    println!(
+        "  phase 1 all Running         {w1:.1} s (creates took {:.1} s)",
+        created_in.as_secs_f64()
+    );
+    println!(
+        "  phase 2 in-place rollout    {w2:.1} s (patches took {:.1} s)",
+        patched_in.as_secs_f64()
+    );
+    for (label, cpu, sb, me, wall) in [
+        ("phase 1", cpu1 - cpu0, sb1 - sb0, me1 - me0, w1),
+        ("phase 2", cpu2 - cpu1, sb2 - sb1, me2 - me1, w2),
+        ("total", cpu2 - cpu0, sb2 - sb0, me2 - me0, w1 + w2),
+    ] {
+        println!(
+            "  {label:<8} CPU s            controller {cpu:.2} ({:.1}% of wall), sandbox {sb:.2} ({:.0}%), bench {me:.2} ({:.0}%)",
+            100.0 * cpu / wall,
+            100.0 * sb / wall,
+            100.0 * me / wall,
+        );
+    }
+    println!(
+        "  controller RSS              {rss1:.1} MiB after phase 1, {rss2:.1} MiB after phase 2, peak (VmHWM) {peak:.1} MiB"
+    );
+    println!(
+        "  reconciles                  phase 1 {:.0}, phase 2 {:.0}; in-place updates {:.0}",
+        metric(&metrics1, "tapp_controller_reconcile_total"),
+        metric(&metrics2, "tapp_controller_reconcile_total")
+            - metric(&metrics1, "tapp_controller_reconcile_total"),
+        metric(&metrics2, "tapp_controller_pod_updates_total"),
+    );
+    println!(
+        "  API requests (controller → proxy → sandbox, HTTP request heads counted; watches once):"
+    );
+    print_counts("startup", &startup, pods_total);
+    print_counts("phase 1", &diff(&startup, &counts1), pods_total);
+    print_counts("phase 2", &diff(&counts1, &counts2), pods_total);
+    print_counts("total", &counts2, pods_total);
+    let ok_rss = peak < 64.0;
+    let ok_cpu = (cpu2 - cpu0) / (w1 + w2) < 0.10;
+    println!(
+        "  targets                     peak RSS < 64 MiB: {}, CPU < 10% of wall: {}",
+        if ok_rss { "yes" } else { "NO" },
+        if ok_cpu { "yes" } else { "NO" }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_requests() {
+        assert_eq!(
+            classify("GET", "/api/v1/pods?labelSelector=x&watch=true"),
+            "GET pods watch"
+        );
+        assert_eq!(
+            classify("GET", "/api/v1/namespaces/default/pods?limit=500"),
+            "GET pods list"
+        );
+        assert_eq!(
+            classify("PATCH", "/api/v1/namespaces/default/pods/t1-0/status"),
+            "PATCH pods/status"
+        );
+        assert_eq!(
+            classify("PATCH", "/apis/apps.tkestack.io/v1/namespaces/d/tapps/t1"),
+            "PATCH tapps"
+        );
+        assert_eq!(
+            classify("POST", "/apis/events.k8s.io/v1/namespaces/d/events"),
+            "POST events"
+        );
+    }
+
+    #[test]
+    fn counts_pipelined_requests_with_bodies() {
+        let counts: Counts = Arc::default();
+        let (mut buf, mut left) = (Vec::new(), 0);
+        let a = b"POST /api/v1/namespaces/d/pods HTTP/1.1\r\ncontent-length: 5\r\n\r\nhel";
+        buf.extend_from_slice(a);
+        assert!(count_requests(&mut buf, &mut left, &counts));
+        buf.extend_from_slice(b"loGET /api/v1/pods HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert!(count_requests(&mut buf, &mut left, &counts));
+        let c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(c.get("POST pods"), Some(&1));
+        assert_eq!(c.get("GET pods list"), Some(&1));
+        assert!(buf.is_empty());
+    }
+}
