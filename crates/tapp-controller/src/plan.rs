@@ -546,6 +546,15 @@ fn condition_patch(pod: &Pod, ready: bool, now: DateTime<Utc>) -> Value {
     let status = if ready { "True" } else { "False" };
     let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid})];
     let new_cond = json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": status, "lastTransitionTime": now_s});
+    let has_ours = conditions
+        .iter()
+        .any(|c| c.type_ == IN_PLACE_UPDATE_READY_CONDITION);
+    if !has_ours && let Some(rv) = &pod.metadata.resource_version {
+        // Adding the condition is only right on the pod version we looked at: a stale cache
+        // would append a second copy (or replace the kubelet's conditions). The API server
+        // rejects the patch when the pod changed; the next reconcile sees the fresh pod.
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
     if conditions.is_empty()
         && pod
             .status
@@ -1190,6 +1199,56 @@ pub fn status_patch(old: Option<&TAppStatus>, new: &TAppStatus) -> Value {
         }
     }
     json!({ "status": status })
+}
+
+#[cfg(test)]
+mod condition_patch_tests {
+    use super::*;
+
+    fn pod_with(conditions: Option<Vec<serde_json::Value>>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "uid": "u1", "resourceVersion": "42"},
+            "status": {"conditions": conditions}
+        }))
+        .expect("pod")
+    }
+
+    fn ops(pod: &Pod) -> Vec<Value> {
+        condition_patch(pod, true, Utc::now())
+            .as_array()
+            .cloned()
+            .expect("ops")
+    }
+
+    #[test]
+    fn adding_the_condition_is_guarded_by_the_resource_version() {
+        let rv_test = json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"});
+        let appended = ops(&pod_with(Some(vec![
+            json!({"type": "Ready", "status": "True"}),
+        ])));
+        assert!(appended.contains(&rv_test), "{appended:?}");
+        assert!(appended.iter().any(|o| o["path"] == "/status/conditions/-"));
+        let created = ops(&pod_with(None));
+        assert!(created.contains(&rv_test), "{created:?}");
+    }
+
+    #[test]
+    fn replacing_our_condition_needs_no_version_guard() {
+        let replaced = ops(&pod_with(Some(vec![
+            json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": "False"}),
+        ])));
+        assert!(
+            !replaced
+                .iter()
+                .any(|o| o["path"] == "/metadata/resourceVersion"),
+            "{replaced:?}"
+        );
+        assert!(
+            replaced
+                .iter()
+                .any(|o| o["op"] == "replace" && o["path"] == "/status/conditions/0")
+        );
+    }
 }
 
 #[cfg(test)]
