@@ -312,6 +312,14 @@ impl Store {
             return Err(ApiError::already_exists(&gr.group, &gr.resource, &key.1));
         }
         let out = g.put(gr, key, obj, None);
+        // An object created with owners that no longer exist (a controller acting on a stale
+        // cache of its deleted owner) is garbage: the real garbage collector deletes it once it
+        // sees the dangling references, and so do we.
+        for uid in owner_uids(&out) {
+            if !g.uid_index.contains_key(&uid) {
+                g.work.push_back(Work::OwnerGone(uid));
+            }
+        }
         g.process();
         Ok(out)
     }

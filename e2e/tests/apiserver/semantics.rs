@@ -1461,3 +1461,38 @@ async fn immutable_fields_of_builtins() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["spec"]["clusterIP"], ip);
 }
+
+#[tokio::test]
+async fn objects_created_for_a_deleted_owner_are_collected() {
+    // A controller with a stale cache may create a dependent after its owner is gone (a
+    // ReplicaSet for a just-deleted Deployment): the garbage collector removes it.
+    let srv = server();
+    let (s, v) = post(
+        &srv,
+        CM,
+        json!({"metadata": {"name": "orphan", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "00000000-dead-beef-0000-000000000000", "controller": true}]}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = get(&srv, &format!("{CM}/orphan")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "collected at once: its only owner does not exist");
+
+    // With one live owner left, only the dangling reference goes.
+    let (_, live) = post(&srv, CM, json!({"metadata": {"name": "live-owner"}})).await;
+    let live_uid = live["metadata"]["uid"].as_str().expect("uid").to_string();
+    let (s, _) = post(
+        &srv,
+        CM,
+        json!({"metadata": {"name": "half", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "00000000-dead-beef-0000-000000000000"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "live-owner", "uid": live_uid}
+        ]}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = get(&srv, &format!("{CM}/half")).await;
+    assert_eq!(s, StatusCode::OK);
+    let refs = v["metadata"]["ownerReferences"].as_array().expect("refs");
+    assert_eq!(refs.len(), 1, "{v}");
+    assert_eq!(refs[0]["name"], "live-owner");
+}
