@@ -1475,7 +1475,11 @@ async fn objects_created_for_a_deleted_owner_are_collected() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = get(&srv, &format!("{CM}/orphan")).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "collected at once: its only owner does not exist");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "collected at once: its only owner does not exist"
+    );
 
     // With one live owner left, only the dangling reference goes.
     let (_, live) = post(&srv, CM, json!({"metadata": {"name": "live-owner"}})).await;
