@@ -303,6 +303,16 @@ impl Store {
 
     /// Insert a new object (metadata already defaulted). Sets resourceVersion.
     pub fn create(&self, gr: &GroupResource, obj: Value) -> ApiResult<Arc<Value>> {
+        self.insert(gr, obj, true)
+    }
+
+    /// Create an object loaded from a saved state: owners may be restored after their
+    /// dependents, so dangling owner references are not collected here.
+    pub fn restore(&self, gr: &GroupResource, obj: Value) -> ApiResult<Arc<Value>> {
+        self.insert(gr, obj, false)
+    }
+
+    fn insert(&self, gr: &GroupResource, obj: Value, collect: bool) -> ApiResult<Arc<Value>> {
         let key = key_of(&obj);
         let mut g = lock(&self.inner);
         if g.tables
@@ -316,7 +326,7 @@ impl Store {
         // cache of its deleted owner) is garbage: the real garbage collector deletes it once it
         // sees the dangling references, and so do we.
         for uid in owner_uids(&out) {
-            if !g.uid_index.contains_key(&uid) {
+            if collect && !g.uid_index.contains_key(&uid) {
                 g.work.push_back(Work::OwnerGone(uid));
             }
         }

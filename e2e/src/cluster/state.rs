@@ -86,7 +86,7 @@ pub fn load(server: &ApiServer, path: &Path) -> anyhow::Result<usize> {
                 m.remove("resourceVersion");
             }
             let is_crd = rank(&gr) == 1;
-            match server.store().create(&gr, obj.clone()) {
+            match server.store().restore(&gr, obj.clone()) {
                 Ok(_) => count += 1,
                 // the default namespaces exist already
                 Err(e) if e.code == 409 => continue,
