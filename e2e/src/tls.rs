@@ -22,6 +22,30 @@ pub struct Certs {
     pub key_der: Vec<u8>,
 }
 
+impl Certs {
+    /// The serving certificate as PEM (a `tls.crt`).
+    pub fn cert_pem(&self) -> String {
+        pem("CERTIFICATE", &self.cert_der)
+    }
+
+    /// The private key as PKCS#8 PEM (a `tls.key`).
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", &self.key_der)
+    }
+}
+
+/// PEM-encodes DER bytes under `label` (64-column base64 lines).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Generate a fresh CA and serving certificate.
 pub fn generate_certs(extra_sans: &[String]) -> anyhow::Result<Certs> {
     use rcgen::{

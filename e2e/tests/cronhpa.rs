@@ -4,49 +4,17 @@
 //! `0 23 * * 7` (Sunday 23:00) comes due seconds after the test starts. Needs the
 //! `cronhpa-controller` binary next to `sandbox` (`make test-e2e` builds both).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc, Weekday};
 use e2e::cluster::{
     ClusterConfig,
-    harness::{ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for},
+    harness::{
+        ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for, workspace_binary, workspace_root,
+    },
 };
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn controller_bin() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_sandbox"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf();
-    let bin = dir.join("cronhpa-controller");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` or `make test-e2e`",
-        bin.display()
-    );
-    bin
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
 
 /// The next Sunday 23:00 UTC at least two minutes away.
 fn next_sunday_2300() -> DateTime<Utc> {
@@ -79,7 +47,7 @@ async fn setup(lead: Duration) -> Setup {
         .await
         .expect("sandbox");
     let kubectl = sandbox.kubectl();
-    let crd = workspace().join("manifests/crds/cronhpas.extensions.tkestack.io.yaml");
+    let crd = workspace_root().join("manifests/crds/cronhpas.extensions.tkestack.io.yaml");
     kubectl
         .ok(&["apply", "--server-side", "-f", crd.to_str().expect("path")])
         .await
@@ -103,7 +71,7 @@ async fn setup(lead: Duration) -> Setup {
         ])
         .await
         .expect("deployment");
-    let seed = workspace().join("crates/addon-common/tests/fixtures/cronhpa-weekly.yaml");
+    let seed = workspace_root().join("crates/addon-common/tests/fixtures/cronhpa-weekly.yaml");
     let out = kubectl
         .ok(&["apply", "-f", seed.to_str().expect("path")])
         .await
@@ -155,7 +123,8 @@ fn start_controller(s: &Setup, extra: &[&str]) -> ChildProcess {
         offset.as_str(),
     ];
     args.extend_from_slice(extra);
-    ChildProcess::start(&controller_bin(), &args, &[]).expect("start cronhpa-controller")
+    ChildProcess::start(&workspace_binary("cronhpa-controller"), &args, &[])
+        .expect("start cronhpa-controller")
 }
 
 async fn replicas(k: &Kubectl) -> String {
@@ -201,16 +170,8 @@ async fn seed_cronhpa_fires_through_kubectl_and_the_webhook_rejects_bad_schedule
 
     // The webhook, over HTTPS with a certificate for 127.0.0.1, registered like the chart does.
     let certs = e2e::tls::generate_certs(&[]).expect("certs");
-    std::fs::write(
-        s.dir.path().join("tls.crt"),
-        pem("CERTIFICATE", &certs.cert_der),
-    )
-    .expect("crt");
-    std::fs::write(
-        s.dir.path().join("tls.key"),
-        pem("PRIVATE KEY", &certs.key_der),
-    )
-    .expect("key");
+    std::fs::write(s.dir.path().join("tls.crt"), certs.cert_pem()).expect("crt");
+    std::fs::write(s.dir.path().join("tls.key"), certs.key_pem()).expect("key");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -395,7 +356,7 @@ async fn seed_daily_example_and_tapp_and_hpa_targets_through_kubectl() {
         .expect("sandbox");
     let k = sandbox.kubectl();
     for crd in ["cronhpas.extensions.tkestack.io", "tapps.apps.tkestack.io"] {
-        let path = workspace().join(format!("manifests/crds/{crd}.yaml"));
+        let path = workspace_root().join(format!("manifests/crds/{crd}.yaml"));
         k.ok(&["apply", "--server-side", "-f", path.to_str().expect("path")])
             .await
             .expect("install CRD");
@@ -426,7 +387,7 @@ async fn seed_daily_example_and_tapp_and_hpa_targets_through_kubectl() {
     ])
     .await
     .expect("deployment");
-    let fixtures = workspace().join("crates/addon-common/tests/fixtures");
+    let fixtures = workspace_root().join("crates/addon-common/tests/fixtures");
     for file in ["cronhpa-daily.yaml", "tapp-create.yaml"] {
         k.ok(&["apply", "-f", fixtures.join(file).to_str().expect("path")])
             .await
@@ -484,7 +445,7 @@ spec:
     let offset = format!("{}ms", (at(10) - Utc::now()).num_milliseconds());
     let kubeconfig = sandbox.kubeconfig.to_str().expect("path").to_owned();
     let mut controller = ChildProcess::start(
-        &controller_bin(),
+        &workspace_binary("cronhpa-controller"),
         &[
             "--kubeconfig",
             &kubeconfig,

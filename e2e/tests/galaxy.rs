@@ -11,13 +11,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     time::Duration,
 };
 
 use e2e::cluster::{
     Cidr, ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
-    harness::{ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for},
+    harness::{
+        ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for, workspace_binary, workspace_root,
+    },
     scheduler::extender,
 };
 use serde_json::{Value, json};
@@ -62,27 +63,6 @@ spec:
             memory: 256Mi
             tke.cloud.tencent.com/eni-ip: "1"
 "#;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn galaxy_bin() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_sandbox"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf();
-    let bin = dir.join("galaxy-ipam");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` or `make test-e2e`",
-        bin.display()
-    );
-    bin
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -144,7 +124,7 @@ async fn setup(range: Option<&str>) -> Setup {
     let sandbox = Sandbox::start(config).await.expect("sandbox");
     let kubectl = sandbox.kubectl();
     for crd in ["floatingips.galaxy.k8s.io", "pools.galaxy.k8s.io"] {
-        let file = workspace().join(format!("manifests/crds/{crd}.yaml"));
+        let file = workspace_root().join(format!("manifests/crds/{crd}.yaml"));
         kubectl
             .ok(&["apply", "--server-side", "-f", file.to_str().expect("path")])
             .await
@@ -159,7 +139,7 @@ async fn setup(range: Option<&str>) -> Setup {
             .await
             .expect("CRD established");
     }
-    let cm = workspace().join("manifests/galaxy-ipam/floatingip-config.yaml");
+    let cm = workspace_root().join("manifests/galaxy-ipam/floatingip-config.yaml");
     match range {
         None => {
             let out = kubectl
@@ -186,7 +166,7 @@ async fn setup(range: Option<&str>) -> Setup {
     let admin = format!("127.0.0.1:{}", free_port());
     let (ext, api) = (ext_port.to_string(), api_port.to_string());
     let ipam = ChildProcess::start(
-        &galaxy_bin(),
+        &workspace_binary("galaxy-ipam"),
         &[
             "--kubeconfig",
             &kubeconfig,

@@ -22,7 +22,9 @@ use std::{
 use base64::Engine;
 use e2e::cluster::{
     ClusterConfig,
-    harness::{ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for},
+    harness::{
+        ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for, workspace_binary, workspace_root,
+    },
 };
 use serde_json::Value;
 
@@ -30,44 +32,10 @@ const NAME: &str = "example-tapp";
 const SELECTOR: &str = "app=example-tapp";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn fixture(name: &str) -> PathBuf {
-    workspace()
+    workspace_root()
         .join("crates/addon-common/tests/fixtures")
         .join(name)
-}
-
-fn controller_bin() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_sandbox"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf();
-    let bin = dir.join("tapp-controller");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` or `make test-e2e`",
-        bin.display()
-    );
-    bin
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// The tapp webhook's path (crates/tapp-controller/src/webhook.rs `PATH`).
@@ -88,7 +56,7 @@ async fn setup() -> Setup {
         .await
         .expect("sandbox");
     let kubectl = sandbox.kubectl();
-    let crd = workspace().join("manifests/crds/tapps.apps.tkestack.io.yaml");
+    let crd = workspace_root().join("manifests/crds/tapps.apps.tkestack.io.yaml");
     kubectl
         .ok(&["apply", "--server-side", "-f", crd.to_str().expect("path")])
         .await
@@ -107,8 +75,8 @@ async fn setup() -> Setup {
     let certs = e2e::tls::generate_certs(&[]).expect("certs");
     let crt = dir.path().join("tls.crt");
     let key = dir.path().join("tls.key");
-    std::fs::write(&crt, pem("CERTIFICATE", &certs.cert_der)).expect("crt");
-    std::fs::write(&key, pem("PRIVATE KEY", &certs.key_der)).expect("key");
+    std::fs::write(&crt, certs.cert_pem()).expect("crt");
+    std::fs::write(&key, certs.key_pem()).expect("key");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -116,7 +84,7 @@ async fn setup() -> Setup {
     let webhook_address = format!("127.0.0.1:{port}");
     let kubeconfig = sandbox.kubeconfig.to_str().expect("path").to_owned();
     let controller = ChildProcess::start(
-        &controller_bin(),
+        &workspace_binary("tapp-controller"),
         &[
             "--kubeconfig",
             &kubeconfig,

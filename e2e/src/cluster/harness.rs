@@ -322,6 +322,34 @@ impl ChildProcess {
     }
 }
 
+/// The workspace root (where `manifests/` and `crates/` are).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A binary of the workspace (a controller, `sandbox`) built in the same target directory as
+/// the running test: `target/<profile>/<name>`. Building the workspace's integration tests
+/// builds every package's binaries there (`make test-e2e`).
+///
+/// # Panics
+/// When the binary is missing, with the command that builds it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_default();
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` or `make test-e2e`",
+        bin.display()
+    );
+    bin
+}
+
 /// The pinned kubectl: `$KUBECTL`, else `<workspace>/.tools/bin/kubectl`, else `kubectl` on PATH.
 pub fn kubectl_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KUBECTL")
