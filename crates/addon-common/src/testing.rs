@@ -83,3 +83,75 @@ pub fn assert_promtool_clean(exposition: &str, allowed: &[&str]) {
         "promtool check metrics:\n{report}\n--- exposition ---\n{exposition}"
     );
 }
+
+/// CPU time and memory of a process, read from `/proc` (Linux), for benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds so far.
+    pub cpu_seconds: f64,
+    /// Resident set size, MiB.
+    pub rss_mib: f64,
+    /// Peak resident set size (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Reads [`ProcessUsage`] of `pid` from `/proc/<pid>/stat` and `/proc/<pid>/status`.
+pub fn process_usage(pid: u32) -> std::io::Result<ProcessUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is 0, utime 11, stime 12 (clock ticks).
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(ProcessUsage {
+        // The kernel's USER_HZ is 100 on every Linux architecture we build for.
+        cpu_seconds: (field(11) + field(12)) / 100.0,
+        rss_mib: kib("VmRSS:") / 1024.0,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+    })
+}
+
+/// Waits until `path` exists, polling every 50 ms, for at most `deadline`.
+pub async fn wait_for_file(path: &Path, deadline: std::time::Duration) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        if start.elapsed() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not appear within {deadline:?}", path.display()),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn usage_of_this_process_is_plausible() {
+        let u = process_usage(std::process::id()).expect("own /proc entry");
+        assert!(u.cpu_seconds >= 0.0);
+        assert!(u.rss_mib > 1.0, "{u:?}");
+        assert!(u.peak_rss_mib >= u.rss_mib, "{u:?}");
+    }
+}

@@ -13,7 +13,7 @@
 //! RSS while idle and while firing (from /proc).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -58,34 +58,10 @@ impl Drop for Proc {
     }
 }
 
-/// CPU seconds (user + system) and (RSS, peak RSS) in MiB of a process, from /proc.
+/// CPU seconds and (RSS, peak RSS) in MiB of a process.
 fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields after the command: state is 0, utime is 11, stime is 12.
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((
-        ticks / 100.0,
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
-    ))
+    let u = addon_common::testing::process_usage(pid)?;
+    Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -94,17 +70,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
-}
-
-async fn wait_for_file(path: &Path, deadline: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        if start.elapsed() > deadline {
-            bail!("{} did not appear", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 #[tokio::main]
@@ -135,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?,
     );
-    wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
+    addon_common::testing::wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&kubeconfig)?,
         &KubeConfigOptions::default(),

@@ -23,7 +23,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     io::{Read as _, Write as _},
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -81,44 +81,10 @@ impl Drop for Proc {
     }
 }
 
-/// CPU seconds (user + system) and (RSS, peak RSS) in MiB of a process, from /proc.
+/// CPU seconds and (RSS, peak RSS) in MiB of a process.
 fn usage(pid: &str) -> anyhow::Result<(f64, f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields after the command: state is 0, utime is 11, stime is 12.
-    let field = |i: usize| -> f64 {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let ticks = field(11) + field(12);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((
-        ticks / 100.0,
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
-    ))
-}
-
-async fn wait_for_file(path: &Path, deadline: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !path.exists() {
-        if start.elapsed() > deadline {
-            bail!("{} did not appear", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    let u = addon_common::testing::process_usage(pid.parse()?)?;
+    Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
 }
 
 /// Requests seen by the proxy, by "METHOD resource[/subresource] [list|watch]".
@@ -397,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
             })?,
     );
     let sandbox_pid = sandbox.0.id().to_string();
-    wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
+    addon_common::testing::wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
     // The file may be visible before it is completely written.
     let mut kc = None;
     for _ in 0..100 {
