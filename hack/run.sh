@@ -119,40 +119,7 @@ fi
 if [[ " ${controllers[*]} " == *" galaxy-ipam "* ]]; then
   say "Galaxy: the seed's floatingip-config pool and a Deployment requesting an ENI IP"
   kubectl apply -f manifests/galaxy-ipam/floatingip-config.yaml
-  # The seed shows this Deployment as an excerpt (`...`); completed with a selector and replicas.
-  kubectl apply -f - <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nnn
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      k8s-app: nnn
-  template:
-    metadata:
-      annotations:
-        k8s.v1.cni.cncf.io/networks: galaxy-k8s-vlan
-        k8s.v1.cni.galaxy.io/release-policy: immutable
-      labels:
-        k8s-app: nnn
-        qcloud-app: nnn
-    spec:
-      containers:
-      - image: nginx
-        imagePullPolicy: Always
-        name: nnn
-        resources:
-          limits:
-            cpu: 500m
-            memory: 1Gi
-            tke.cloud.tencent.com/eni-ip: "1"
-          requests:
-            cpu: 250m
-            memory: 256Mi
-            tke.cloud.tencent.com/eni-ip: "1"
-EOF
+  kubectl apply -f manifests/galaxy-ipam/example-deployment.yaml
   kubectl wait --for=condition=Ready pod -l k8s-app=nnn --timeout=120s >/dev/null
   kubectl get pods -l k8s-app=nnn -o custom-columns='POD:.metadata.name,IP:.status.podIP,ARGS:.metadata.annotations.k8s\.v1\.cni\.galaxy\.io/args'
   kubectl get floatingips.galaxy.k8s.io

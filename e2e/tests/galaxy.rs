@@ -29,40 +29,8 @@ const ARGS: &str = "k8s.v1.cni.galaxy.io/args";
 const SEED_RANGE: &str = "192.168.64.200~192.168.64.251";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The seed's Deployment as `hack/run.sh` applies it: the seed's excerpt completed with a
-/// selector and replicas.
-const SEED_DEPLOYMENT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nnn
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      k8s-app: nnn
-  template:
-    metadata:
-      annotations:
-        k8s.v1.cni.cncf.io/networks: galaxy-k8s-vlan
-        k8s.v1.cni.galaxy.io/release-policy: immutable
-      labels:
-        k8s-app: nnn
-        qcloud-app: nnn
-    spec:
-      containers:
-      - image: nginx
-        imagePullPolicy: Always
-        name: nnn
-        resources:
-          limits:
-            cpu: 500m
-            memory: 1Gi
-            tke.cloud.tencent.com/eni-ip: "1"
-          requests:
-            cpu: 250m
-            memory: 256Mi
-            tke.cloud.tencent.com/eni-ip: "1"
-"#;
+/// The seed's Deployment as `make run` applies it (the seed's excerpt, completed).
+const SEED_DEPLOYMENT: &str = include_str!("../../manifests/galaxy-ipam/example-deployment.yaml");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

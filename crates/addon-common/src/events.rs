@@ -36,7 +36,7 @@ impl EventRecorder {
         }
     }
 
-    /// A `Normal` event.
+    /// A `Normal` event about `regarding` alone.
     pub async fn normal(
         &self,
         regarding: &ObjectReference,
@@ -44,11 +44,18 @@ impl EventRecorder {
         action: &str,
         note: impl Into<String>,
     ) {
-        self.publish(regarding, EventType::Normal, reason, action, note.into())
-            .await;
+        self.publish(
+            regarding,
+            None,
+            EventType::Normal,
+            reason,
+            action,
+            note.into(),
+        )
+        .await;
     }
 
-    /// A `Warning` event.
+    /// A `Warning` event about `regarding` alone.
     pub async fn warning(
         &self,
         regarding: &ObjectReference,
@@ -56,13 +63,25 @@ impl EventRecorder {
         action: &str,
         note: impl Into<String>,
     ) {
-        self.publish(regarding, EventType::Warning, reason, action, note.into())
-            .await;
+        self.publish(
+            regarding,
+            None,
+            EventType::Warning,
+            reason,
+            action,
+            note.into(),
+        )
+        .await;
     }
 
-    async fn publish(
+    /// An event about `regarding` that concerns the child or peer object `related` (shown by
+    /// `kubectl describe` on `regarding`). kube-runtime folds events with the same (type,
+    /// reason, action, regarding, related) into one series whatever their note, so an event
+    /// about one of several children must name that child here.
+    pub async fn publish(
         &self,
         regarding: &ObjectReference,
+        related: Option<ObjectReference>,
         type_: EventType,
         reason: &str,
         action: &str,
@@ -73,7 +92,7 @@ impl EventRecorder {
             reason: reason.to_owned(),
             note: Some(truncate_note(note)),
             action: action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%error, reason, object = ?regarding.name, "cannot publish event");

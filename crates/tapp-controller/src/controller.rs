@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use addon_common::admin::Health;
 use addon_common::api::tapp::TApp;
 use addon_common::backoff::{Backoff, object_key};
-use addon_common::events::EventRecorder;
+use addon_common::events::{EventRecorder, EventType};
 use chrono::Utc;
 use futures::{StreamExt, future::join_all};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -434,11 +434,18 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
     Ok(action)
 }
 
-/// The Event `action`. kube-runtime's Recorder folds events with the same (type, reason,
-/// action, regarding) into one series whatever their note, so the object name goes into the
-/// action: `kubectl describe tapp` then lists one line per instance like the original.
-fn action(verb: &str, object: &str) -> String {
-    format!("{verb} {object}")
+/// The pod or claim an Event about the TApp concerns. kube-runtime's Recorder folds events
+/// with the same (type, reason, action, regarding, related) into one series whatever their
+/// note, so naming the child keeps one line per instance in `kubectl describe tapp`, as the
+/// original had.
+fn child(tapp: &ObjectReference, kind: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        namespace: tapp.namespace.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 fn json_patch(ops: Value) -> Result<Patch<()>> {
@@ -517,10 +524,12 @@ async fn execute(
         match pvc_api.create(&PostParams::default(), pvc).await {
             Ok(_) => {
                 ctx.recorder
-                    .normal(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                        EventType::Normal,
                         "SuccessfulCreate",
-                        &action("Create", &claim),
+                        "Create",
                         format!("create Claim {claim} Pod {pod} in TApp {name} success"),
                     )
                     .await;
@@ -528,10 +537,12 @@ async fn execute(
             Err(e) if already_exists(&e) => {}
             Err(e) => {
                 ctx.recorder
-                    .warning(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                        EventType::Warning,
                         "FailedCreate",
-                        &action("Create", &claim),
+                        "Create",
                         format!(
                             "create Claim {claim} for Pod {pod} in TApp {name} failed error: {e}"
                         ),
@@ -609,10 +620,12 @@ async fn execute(
                         .inc();
                 }
                 ctx.recorder
-                    .normal(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "Pod", &d.name)),
+                        EventType::Normal,
                         "SuccessfulDelete",
-                        &action("Delete", &d.name),
+                        "Delete",
                         format!("instance: {}", d.name),
                     )
                     .await;
@@ -620,10 +633,12 @@ async fn execute(
             Err(e) if not_found(&e) => {}
             Err(e) => {
                 ctx.recorder
-                    .warning(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "Pod", &d.name)),
+                        EventType::Warning,
                         "FailedDelete",
-                        &action("Delete", &d.name),
+                        "Delete",
                         format!("instance: {}, error: {e}", d.name),
                     )
                     .await;
@@ -635,10 +650,12 @@ async fn execute(
         match r {
             Ok(_) => {
                 ctx.recorder
-                    .normal(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "Pod", &p.name_any())),
+                        EventType::Normal,
                         "SuccessfulCreate",
-                        &action("Create", &p.name_any()),
+                        "Create",
                         format!("Instance: {}", p.name_any()),
                     )
                     .await;
@@ -646,10 +663,12 @@ async fn execute(
             Err(e) if already_exists(&e) => {}
             Err(e) => {
                 ctx.recorder
-                    .warning(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "Pod", &p.name_any())),
+                        EventType::Warning,
                         "FailedCreate",
-                        &action("Create", &p.name_any()),
+                        "Create",
                         format!("Instance: {}, error: {e}", p.name_any()),
                     )
                     .await;
@@ -684,10 +703,12 @@ async fn execute(
                         ctx.expect(key, uid, pod.metadata.resource_version.clone());
                     }
                     ctx.recorder
-                        .normal(
+                        .publish(
                             &reference,
+                            Some(child(&reference, "Pod", &u.name)),
+                            EventType::Normal,
                             "SuccessfulUpdate",
-                            &action("Update", &u.name),
+                            "Update",
                             format!("Instance: {}", u.name),
                         )
                         .await;
@@ -704,10 +725,12 @@ async fn execute(
             Err(Error::Kube(e)) if not_found(&e) => {}
             Err(e) => {
                 ctx.recorder
-                    .warning(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "Pod", &u.name)),
+                        EventType::Warning,
                         "FailedUpdate",
-                        &action("Update", &u.name),
+                        "Update",
                         format!("Instance: {}, error: {e}", u.name),
                     )
                     .await;
@@ -721,10 +744,12 @@ async fn execute(
         match pvc_api.delete(claim, &DeleteParams::default()).await {
             Ok(_) => {
                 ctx.recorder
-                    .normal(
+                    .publish(
                         &reference,
+                        Some(child(&reference, "PersistentVolumeClaim", claim)),
+                        EventType::Normal,
                         "SuccessfulDelete",
-                        &action("Delete", claim),
+                        "Delete",
                         format!("delete Claim {claim} in TApp {name} success"),
                     )
                     .await
