@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod watch;
 pub mod webhook;
 
 pub use error::{Error, Result};
