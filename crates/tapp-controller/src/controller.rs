@@ -2,9 +2,9 @@
 //! performs the plan with idempotent API calls. Testable with any `kube::Client`
 //! (`Client::new(tower service, "default")`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use addon_common::admin::Health;
 use addon_common::api::tapp::TApp;
@@ -15,15 +15,18 @@ use futures::{StreamExt, future::join_all};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::expectations::Expectations;
+use crate::index::OwnerIndex;
 use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason, Flags, Observed, Plan, UpdateKind, status_patch};
 use crate::{Error, Result};
+use addon_common::watch::{self, Relists};
 
 /// Component name: field manager, event reporter, lease name.
 pub const COMPONENT: &str = "tapp-controller";
@@ -31,8 +34,15 @@ pub const COMPONENT: &str = "tapp-controller";
 pub const CACHE_CHECK: &str = "tapp-controller-cache";
 /// Requeue when nothing is due (safety net, like the original's 30 s resync but cheaper).
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
-/// How long a write is assumed not yet visible in the watch cache at most.
-const EXPECTATION_TTL: Duration = Duration::from_secs(60);
+/// How long a write of ours is waited for in the watch cache at most (a lost watch event
+/// delays a TApp by this much, never more).
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// Triggers of one TApp closer together than this are merged into one reconcile (its pods
+/// change together: without it a 10-pod rollout step costs ~10 reconciles).
+const TRIGGER_DEBOUNCE: Duration = Duration::from_millis(100);
+/// A TApp waiting for the cache to show our writes is looked at again after this long, if no
+/// watch event triggered it before.
+const EXPECTATION_RECHECK: Duration = Duration::from_secs(2);
 
 /// Executor configuration.
 #[derive(Debug, Clone, Default)]
@@ -43,10 +53,9 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Watch nodes to force-delete pods of lost nodes.
     pub watch_nodes: bool,
+    /// TApps reconciled concurrently (0: the default, 5).
+    pub workers: u16,
 }
-
-/// Pod UID -> (resourceVersion our write produced, when it was written).
-type Expectations = HashMap<String, (Option<String>, Instant)>;
 
 /// Shared state of the reconcilers.
 pub struct Context {
@@ -55,11 +64,11 @@ pub struct Context {
     metrics: Metrics,
     backoff: Backoff,
     flags: Flags,
-    pods: Store<Pod>,
+    pods: OwnerIndex,
     pvcs: Store<PersistentVolumeClaim>,
     nodes: Option<Store<Node>>,
-    /// Per TApp: pod UID -> (resourceVersion our write produced, when).
-    expectations: Mutex<HashMap<String, Expectations>>,
+    /// Our writes the caches have not shown yet, per TApp.
+    expectations: Expectations,
     /// Warnings already published (TApp key, message).
     warned: Mutex<BTreeSet<(String, String)>>,
 }
@@ -115,15 +124,24 @@ pub async fn run(
         "waiting for the pod, claim and node caches",
     );
 
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    // Triggers: applied/deleted objects, and every TApp after any relist (see
+    // addon_common::watch: a relist's objects must not be reconciled before the caches hold them).
+    let (relists, relist_signals) = Relists::channel();
+    let pods = OwnerIndex::new();
+    let pod_index = pods.clone();
     let pod_stream = watcher(
         api_of::<Pod>(&client, ns),
         watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
     )
     .modify(strip_pod)
     .default_backoff()
-    .reflect(pod_writer)
-    .touched_objects();
+    .map(move |event| {
+        if let Ok(event) = &event {
+            pod_index.apply_watcher_event(event);
+        }
+        event
+    });
+    let pod_stream = watch::triggers(pod_stream, relists.clone());
     let pod_stream = skip_watch_errors("pods", pod_stream);
     let (pvcs, pvc_writer) = reflector::store::<PersistentVolumeClaim>();
     let pvc_stream = watcher(
@@ -132,8 +150,8 @@ pub async fn run(
     )
     .modify(|p| p.metadata.managed_fields = None)
     .default_backoff()
-    .reflect(pvc_writer)
-    .touched_objects();
+    .reflect(pvc_writer);
+    let pvc_stream = watch::triggers(pvc_stream, relists.clone());
     let pvc_stream = skip_watch_errors("persistentvolumeclaims", pvc_stream);
     let (nodes, node_task) = if config.watch_nodes {
         let (reader, writer) = reflector::store::<Node>();
@@ -158,12 +176,22 @@ pub async fn run(
     let (tapp_store, tapp_writer) = reflector::store::<TApp>();
     let tapp_stream = watcher(api_of::<TApp>(&client, ns), watcher::Config::default())
         .default_backoff()
-        .reflect(tapp_writer)
-        .applied_objects();
+        .reflect(tapp_writer);
+    let tapp_stream = watch::triggers(tapp_stream, relists);
     let tapp_stream = skip_watch_errors("tapps", tapp_stream);
     let controller = Controller::for_stream(tapp_stream, tapp_store.clone())
         .owns_stream(pod_stream)
         .owns_stream(pvc_stream)
+        .reconcile_all_on(relist_signals)
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(if config.workers == 0 {
+                    5
+                } else {
+                    config.workers
+                })
+                .debounce(TRIGGER_DEBOUNCE),
+        )
         .graceful_shutdown_on(stop.clone().cancelled_owned());
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -186,7 +214,11 @@ pub async fn run(
     );
     let ready_stop = stop.clone();
     let readiness = tokio::spawn(async move {
-        let synced = store_synced(&ready_pods, &ready_stop).await
+        let pods_synced = tokio::select! {
+            () = ready_pods.wait_until_ready() => true,
+            () = ready_stop.cancelled() => false,
+        };
+        let synced = pods_synced
             && store_synced(&ready_pvcs, &ready_stop).await
             && store_synced(&ready_tapps, &ready_stop).await
             && match &ready_nodes {
@@ -286,25 +318,11 @@ fn error_policy(tapp: Arc<TApp>, error: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(delay)
 }
 
-fn controlled_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    uid: &str,
-) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
-}
-
-fn rv_number(rv: Option<&str>) -> Option<u64> {
-    rv.and_then(|r| r.parse().ok())
-}
-
 /// The caches the reconciler reads.
 #[derive(Clone)]
 pub struct Stores {
-    /// Pods labelled `tapp_instance_key`.
-    pub pods: Store<Pod>,
+    /// Pods labelled `tapp_instance_key`, by controller owner.
+    pub pods: OwnerIndex,
     /// Claims.
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Nodes (when watched).
@@ -323,45 +341,9 @@ impl Context {
             pods: stores.pods,
             pvcs: stores.pvcs,
             nodes: stores.nodes,
-            expectations: Mutex::new(HashMap::new()),
+            expectations: Expectations::new(EXPECTATION_TTL),
             warned: Mutex::new(BTreeSet::new()),
         }
-    }
-
-    /// Prunes and returns the pods still expected to look available in a stale cache.
-    fn expected_unavailable(&self, key: &str, pods: &[Arc<Pod>]) -> BTreeSet<String> {
-        let mut all = self.expectations.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(map) = all.get_mut(key) else {
-            return BTreeSet::new();
-        };
-        map.retain(|uid, (rv, at)| {
-            if at.elapsed() > EXPECTATION_TTL {
-                return false;
-            }
-            let Some(pod) = pods
-                .iter()
-                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-            else {
-                return false; // gone
-            };
-            let seen = pod.metadata.resource_version.as_deref();
-            match (rv_number(seen), rv_number(rv.as_deref())) {
-                (Some(s), Some(w)) => s < w,
-                _ => seen != rv.as_deref(),
-            }
-        });
-        let out = map.keys().cloned().collect();
-        if map.is_empty() {
-            all.remove(key);
-        }
-        out
-    }
-
-    fn expect(&self, key: &str, uid: &str, rv: Option<String>) {
-        let mut all = self.expectations.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(key.to_string())
-            .or_default()
-            .insert(uid.to_string(), (rv, Instant::now()));
     }
 }
 
@@ -379,17 +361,32 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
         .ok_or(Error::MissingField("metadata.uid"))?;
     let key = object_key(Some(&ns), &name);
     if tapp.metadata.deletion_timestamp.is_some() {
+        ctx.expectations.forget(&key);
         return Ok(Action::await_change());
+    }
+    if !ctx.pods.is_ready() {
+        // Planning from an empty pod cache would recreate every pod: wait for the first list
+        // (its end triggers every TApp).
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
 
     let pods: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
+        .controlled_by(&uid)
         .into_iter()
-        .filter(|p| {
-            p.metadata.namespace.as_deref() == Some(ns.as_str()) && controlled_by(&p.metadata, &uid)
-        })
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
+    let unmet = ctx.expectations.unmet(
+        &key,
+        tapp.metadata.resource_version.as_deref(),
+        pods.iter().map(AsRef::as_ref),
+    );
+    if unmet > 0 {
+        // The watch event of our last write triggers this TApp again.
+        tracing::trace!(tapp = %key, unmet, "waiting for the cache to show our writes");
+        ctx.metrics.deferred.inc();
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
     let claim_prefixes: Vec<String> = tapp
         .spec
         .volume_claim_templates
@@ -408,17 +405,19 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
             })
             .collect()
     };
+    // Only the nodes the TApp's pods are on (a node missing from the cache is gone).
     let nodes: Option<BTreeMap<String, bool>> = ctx.nodes.as_ref().map(|s| {
-        s.state()
-            .iter()
-            .map(|n| {
+        pods.iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .filter_map(|node| {
+                let n = s.get(&ObjectRef::new(&node))?;
                 let ready = n
                     .status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
                     .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                     .is_some_and(|c| c.status == "True");
-                (n.name_any(), ready)
+                Some((node, ready))
             })
             .collect()
     });
@@ -426,7 +425,6 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
         pods: pods.iter().map(AsRef::as_ref).collect(),
         pvcs: pvcs.iter().map(AsRef::as_ref).collect(),
         nodes: nodes.as_ref(),
-        expected_unavailable: ctx.expected_unavailable(&key, &pods),
     };
     let plan = plan::plan(&tapp, &observed, Utc::now(), &ctx.flags);
     let action = execute(&tapp, &pods, plan, &ctx, &key).await?;
@@ -454,6 +452,13 @@ fn json_patch(ops: Value) -> Result<Patch<()>> {
 
 fn already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
+}
+
+/// The API server refused a patch carrying `metadata.uid` because the object has another uid
+/// (kube-apiserver: 422 "field is immutable"; a uid precondition: 409 "Precondition failed").
+fn uid_changed(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s)
+        if (s.code == 422 || s.code == 409) && s.message.to_lowercase().contains("uid"))
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -485,7 +490,9 @@ async fn execute(
 
     if let Some(defaults) = plan.defaults {
         tracing::info!(tapp = key, "writing defaults");
-        tapps.patch(&name, &pp, &Patch::Merge(&defaults)).await?;
+        let written = tapps.patch(&name, &pp, &Patch::Merge(&defaults)).await?;
+        ctx.expectations
+            .tapp_written(key, written.metadata.resource_version.as_deref());
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
 
@@ -558,9 +565,12 @@ async fn execute(
     let cond_results = join_all(plan.conditions.iter().map(|c| {
         let pod_api = pod_api.clone();
         async move {
-            let patch = json_patch(c.patch.clone())?;
             let r = pod_api
-                .patch_status(&c.name, &PatchParams::default(), &patch)
+                .patch_status(
+                    &c.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&c.patch),
+                )
                 .await;
             Ok::<_, Error>((c, r))
         }
@@ -569,13 +579,12 @@ async fn execute(
     for r in cond_results {
         match r {
             Ok((c, Ok(pod))) => {
-                if !c.ready
-                    && let Some(uid) = pod.metadata.uid.as_deref()
-                {
-                    ctx.expect(key, uid, pod.metadata.resource_version.clone());
-                }
+                ctx.expectations
+                    .written(key, &c.name, pod.metadata.resource_version.as_deref());
             }
-            Ok((_, Err(e))) if not_found(&e) => {}
+            // Gone, or replaced by a namesake (its uid differs from the patch's): the next
+            // reconcile sees the new pod.
+            Ok((_, Err(e))) if not_found(&e) || uid_changed(&e) => {}
             Ok((c, Err(e))) => {
                 tracing::debug!(pod = %c.name, error = %e, "condition write failed");
                 fail(e.into());
@@ -612,7 +621,7 @@ async fn execute(
     for (d, r) in deletes {
         match r {
             Ok(_) => {
-                ctx.expect(key, &d.uid, None);
+                ctx.expectations.deleted(key, &d.name, &d.uid);
                 if d.reason == DeleteReason::Recreate {
                     ctx.metrics
                         .pod_updates
@@ -648,7 +657,12 @@ async fn execute(
     }
     for (p, r) in creates {
         match r {
-            Ok(_) => {
+            Ok(created) => {
+                ctx.expectations.created(
+                    key,
+                    &p.name_any(),
+                    created.metadata.resource_version.as_deref(),
+                );
                 ctx.recorder
                     .publish(
                         &reference,
@@ -692,6 +706,8 @@ async fn execute(
         .await;
         match result {
             Ok(pod) => {
+                ctx.expectations
+                    .written(key, &u.name, pod.metadata.resource_version.as_deref());
                 let method = match u.kind {
                     UpdateKind::Metadata => "metadata",
                     UpdateKind::Images => "in_place",
@@ -699,9 +715,6 @@ async fn execute(
                 };
                 ctx.metrics.pod_updates.with_label_values(&[method]).inc();
                 if u.kind != UpdateKind::Metadata {
-                    if let Some(uid) = pod.metadata.uid.as_deref() {
-                        ctx.expect(key, uid, pod.metadata.resource_version.clone());
-                    }
                     ctx.recorder
                         .publish(
                             &reference,
@@ -778,8 +791,11 @@ async fn execute(
         );
         if tapp.status.as_ref() != Some(status) {
             let patch = status_patch(tapp.status.as_ref(), status);
-            if let Err(e) = tapps.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
-                fail(e.into());
+            match tapps.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
+                Ok(written) => ctx
+                    .expectations
+                    .tapp_written(key, written.metadata.resource_version.as_deref()),
+                Err(e) => fail(e.into()),
             }
         }
     }
@@ -787,16 +803,11 @@ async fn execute(
     if let Some(e) = first_error {
         return Err(e);
     }
-    // Pending expectations: look again soon, the watch will usually come first.
-    let pending = ctx
-        .expectations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-        .is_some_and(|m| !m.is_empty());
+    // The watch events of our writes trigger the TApp again; should one be lost, the
+    // expectation expires and this requeue looks again.
     let mut next = plan.requeue_after.unwrap_or(IDLE_REQUEUE);
-    if pending {
-        next = next.min(Duration::from_secs(5));
+    if ctx.expectations.contains(key) {
+        next = next.min(EXPECTATION_TTL + Duration::from_secs(1));
     }
     Ok(Action::requeue(next))
 }

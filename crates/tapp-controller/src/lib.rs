@@ -8,7 +8,9 @@
 
 pub mod controller;
 pub mod error;
+pub mod expectations;
 pub mod hash;
+pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod pods;

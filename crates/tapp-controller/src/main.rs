@@ -29,6 +29,11 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
+    /// TApps reconciled at the same time (the original's flag; each reconcile sends its pod
+    /// writes in parallel, so this bounds the API requests in flight and the connections).
+    #[arg(long = "worker", env = "WORKERS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+
     /// Keep finished (Succ/Failed) batch pods until the whole TApp has finished (the original's flag).
     #[arg(long, env = "DELETE_POD_AFTER_APP_FINISH", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     delete_pod_after_app_finish: bool,
@@ -98,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         },
         namespace: args.common.watch.watch_namespace.clone(),
         watch_nodes: args.watch_nodes,
+        workers: args.workers,
     };
     let client = process.client.clone();
     let health = process.health.clone();
@@ -170,6 +176,8 @@ mod tests {
         assert!(args.delete_pod_after_app_finish);
         assert_eq!(args.in_place_resize, Resize::Auto);
         assert_eq!(args.webhook_address, "0.0.0.0:8443");
+        assert_eq!(args.workers, 5);
+        assert!(Args::try_parse_from(["tapp-controller", "--worker=0"]).is_err());
         let args = Args::try_parse_from([
             "tapp-controller",
             "--delete-pod-after-app-finish=false",

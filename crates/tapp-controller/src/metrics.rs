@@ -2,7 +2,7 @@
 
 use addon_common::api::tapp::InstanceStatus;
 use addon_common::metrics::ReconcileMetrics;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::Result;
 
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub rollout_desired: IntGaugeVec,
     /// `tapp_controller_webhook_requests_total{result}`.
     pub webhook: IntCounterVec,
+    /// `tapp_controller_reconcile_deferred_total`: reconciles that waited for the watch cache
+    /// to show the controller's own writes.
+    pub deferred: IntCounter,
 }
 
 impl Metrics {
@@ -70,6 +73,14 @@ impl Metrics {
             &["result"],
         )
         .map_err(addon_common::Error::from)?;
+        let deferred = IntCounter::new(
+            format!("{PREFIX}_reconcile_deferred_total"),
+            "Reconciles that planned nothing because the watch cache did not show the controller's own writes yet.",
+        )
+        .map_err(addon_common::Error::from)?;
+        registry
+            .register(Box::new(deferred.clone()))
+            .map_err(addon_common::Error::from)?;
         for c in [&instances, &rollout_updated, &rollout_desired] {
             registry
                 .register(Box::new(c.clone()))
@@ -90,6 +101,7 @@ impl Metrics {
             rollout_updated,
             rollout_desired,
             webhook,
+            deferred,
         })
     }
 

@@ -68,9 +68,6 @@ pub struct Observed<'a> {
     /// Node name -> Ready condition is True. `None` when nodes are not known (then pods are
     /// only force-deleted for the `NodeLost` reason).
     pub nodes: Option<&'a BTreeMap<String, bool>>,
-    /// UIDs of pods this controller made unavailable (deleted, gate set False, updated) whose
-    /// change the watch cache may not show yet: counted as unavailable.
-    pub expected_unavailable: BTreeSet<String>,
 }
 
 /// Why a pod is deleted.
@@ -102,7 +99,7 @@ pub struct ConditionWrite {
     pub name: String,
     /// The new condition value.
     pub ready: bool,
-    /// JSON patch operations (with `test` guards) on the pod.
+    /// Strategic merge patch of the pod's status (conditions merge by type).
     pub patch: Value,
 }
 
@@ -535,73 +532,36 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// JSON patch ops writing the in-place condition (and PodReady as the original does).
+/// Strategic merge patch of the pod status writing the in-place condition (and PodReady as
+/// the original does). Conditions merge by `type`, so the patch replaces our condition or adds
+/// it once, whatever the cache showed and whatever the kubelet wrote meanwhile (a JSON patch
+/// appending to the list duplicated it on a stale cache). `metadata.uid` makes the API server
+/// refuse the patch if the pod was replaced by a namesake (uid is immutable).
 fn condition_patch(pod: &Pod, ready: bool, now: DateTime<Utc>) -> Value {
-    let conditions = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
     let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let status = if ready { "True" } else { "False" };
-    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid})];
-    let new_cond = json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": status, "lastTransitionTime": now_s});
-    let has_ours = conditions
-        .iter()
-        .any(|c| c.type_ == IN_PLACE_UPDATE_READY_CONDITION);
-    if !has_ours && let Some(rv) = &pod.metadata.resource_version {
-        // Adding the condition is only right on the pod version we looked at: a stale cache
-        // would append a second copy (or replace the kubelet's conditions). The API server
-        // rejects the patch when the pod changed; the next reconcile sees the fresh pod.
-        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
-    }
-    if conditions.is_empty()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_none()
-    {
-        if pod.status.is_none() {
-            ops.push(json!({"op": "add", "path": "/status", "value": {}}));
-        }
-        ops.push(json!({"op": "add", "path": "/status/conditions", "value": [new_cond]}));
-    } else {
-        match conditions
-            .iter()
-            .position(|c| c.type_ == IN_PLACE_UPDATE_READY_CONDITION)
-        {
-            Some(i) => {
-                ops.push(json!({"op": "test", "path": format!("/status/conditions/{i}/type"), "value": IN_PLACE_UPDATE_READY_CONDITION}));
-                ops.push(json!({"op": "replace", "path": format!("/status/conditions/{i}"), "value": new_cond}));
-            }
-            None => {
-                ops.push(json!({"op": "add", "path": "/status/conditions/-", "value": new_cond}))
-            }
-        }
-    }
-    if let Some(i) = conditions.iter().position(|c| c.type_ == "Ready") {
-        let c = &conditions[i];
+    let mut conditions = vec![
+        json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": status, "lastTransitionTime": now_s}),
+    ];
+    let pod_ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    if let Some(c) = pod_ready {
         let ours = c.reason.as_deref() == Some(READINESS_GATES_NOT_READY_REASON)
             && c.message.as_deref() == Some(READINESS_GATES_NOT_READY_MESSAGE);
-        let value = if !ready && c.status != "False" {
-            Some(
-                json!({"type": "Ready", "status": "False", "lastTransitionTime": now_s,
-                "reason": READINESS_GATES_NOT_READY_REASON, "message": READINESS_GATES_NOT_READY_MESSAGE}),
-            )
+        if !ready && c.status != "False" {
+            conditions.push(json!({"type": "Ready", "status": "False", "lastTransitionTime": now_s,
+                "reason": READINESS_GATES_NOT_READY_REASON, "message": READINESS_GATES_NOT_READY_MESSAGE}));
         } else if ready && c.status == "False" && ours {
-            Some(json!({"type": "Ready", "status": "True", "lastTransitionTime": now_s}))
-        } else {
-            None
-        };
-        if let Some(value) = value {
-            ops.push(json!({"op": "test", "path": format!("/status/conditions/{i}/type"), "value": "Ready"}));
-            ops.push(
-                json!({"op": "replace", "path": format!("/status/conditions/{i}"), "value": value}),
+            conditions.push(
+                json!({"type": "Ready", "status": "True", "lastTransitionTime": now_s,
+                "reason": null, "message": null}),
             );
         }
     }
-    Value::Array(ops)
+    json!({"metadata": {"uid": pod.metadata.uid}, "status": {"conditions": conditions}})
 }
 
 /// JSON patch of an in-place update: images by container name (init containers too — the
@@ -767,18 +727,14 @@ pub fn sync_needed(
 }
 
 /// A pod is available: in the desired running set, Running, Ready, not dying, not updating,
-/// its in-place gate not False, and not made unavailable by a write the cache may not show.
-fn is_available(pod: &Pod, observed: &Observed<'_>) -> bool {
+/// its in-place gate not False. (The executor plans only from caches that show its own
+/// writes: see `expectations`.)
+fn is_available(pod: &Pod) -> bool {
     phase(pod) == "Running"
         && !is_dying(pod)
         && !is_updating(pod)
         && is_ready(pod)
         && in_place_condition(pod) != Some(false)
-        && !pod
-            .metadata
-            .uid
-            .as_ref()
-            .is_some_and(|u| observed.expected_unavailable.contains(u))
 }
 
 fn node_lost(pod: &Pod, observed: &Observed<'_>) -> bool {
@@ -961,7 +917,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
     let mut available: BTreeSet<u32> = running
         .iter()
         .copied()
-        .filter(|id| pods.get(id).is_some_and(|p| is_available(p, observed)))
+        .filter(|id| pods.get(id).is_some_and(|p| is_available(p)))
         .collect();
     let total = running.len();
     let force_budget = spec
@@ -1213,40 +1169,87 @@ mod condition_patch_tests {
         .expect("pod")
     }
 
-    fn ops(pod: &Pod) -> Vec<Value> {
-        condition_patch(pod, true, Utc::now())
+    #[test]
+    fn the_condition_merges_by_type_and_is_bound_to_the_pod_uid() {
+        for conditions in [
+            None,
+            Some(vec![json!({"type": "PodScheduled", "status": "True"})]),
+            Some(vec![
+                json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": "False"}),
+            ]),
+        ] {
+            let patch = condition_patch(&pod_with(conditions), true, Utc::now());
+            assert_eq!(patch["metadata"], json!({"uid": "u1"}));
+            let written = patch["status"]["conditions"].as_array().expect("list");
+            assert_eq!(written.len(), 1, "{patch}");
+            assert_eq!(written[0]["type"], IN_PLACE_UPDATE_READY_CONDITION);
+            assert_eq!(written[0]["status"], "True");
+        }
+    }
+
+    #[test]
+    fn applied_twice_the_condition_is_still_there_once() {
+        let pod = pod_with(Some(vec![json!({"type": "Ready", "status": "True"})]));
+        let patch = condition_patch(&pod, true, Utc::now());
+        let mut live = serde_json::to_value(&pod).expect("pod");
+        for _ in 0..2 {
+            // Conditions merge by type (what a strategic merge patch does with this list).
+            let list = live["status"]["conditions"].as_array_mut().expect("list");
+            for c in patch["status"]["conditions"].as_array().expect("list") {
+                match list.iter_mut().find(|l| l["type"] == c["type"]) {
+                    Some(l) => *l = c.clone(),
+                    None => list.push(c.clone()),
+                }
+            }
+        }
+        let types: Vec<_> = live["status"]["conditions"]
             .as_array()
-            .cloned()
-            .expect("ops")
-    }
-
-    #[test]
-    fn adding_the_condition_is_guarded_by_the_resource_version() {
-        let rv_test = json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"});
-        let appended = ops(&pod_with(Some(vec![
-            json!({"type": "Ready", "status": "True"}),
-        ])));
-        assert!(appended.contains(&rv_test), "{appended:?}");
-        assert!(appended.iter().any(|o| o["path"] == "/status/conditions/-"));
-        let created = ops(&pod_with(None));
-        assert!(created.contains(&rv_test), "{created:?}");
-    }
-
-    #[test]
-    fn replacing_our_condition_needs_no_version_guard() {
-        let replaced = ops(&pod_with(Some(vec![
-            json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": "False"}),
-        ])));
-        assert!(
-            !replaced
-                .iter()
-                .any(|o| o["path"] == "/metadata/resourceVersion"),
-            "{replaced:?}"
+            .expect("list")
+            .iter()
+            .map(|c| c["type"].clone())
+            .collect();
+        assert_eq!(
+            types,
+            [json!("Ready"), json!(IN_PLACE_UPDATE_READY_CONDITION)]
         );
+    }
+
+    #[test]
+    fn pod_ready_follows_the_gate_as_the_original_writes_it() {
+        let not_ready = condition_patch(
+            &pod_with(Some(vec![json!({"type": "Ready", "status": "True"})])),
+            false,
+            Utc::now(),
+        );
+        let ready = &not_ready["status"]["conditions"][1];
+        assert_eq!(
+            (ready["type"].as_str(), ready["status"].as_str()),
+            (Some("Ready"), Some("False"))
+        );
+        assert_eq!(ready["reason"], READINESS_GATES_NOT_READY_REASON);
+        let back = condition_patch(
+            &pod_with(Some(vec![json!({"type": "Ready", "status": "False",
+                "reason": READINESS_GATES_NOT_READY_REASON, "message": READINESS_GATES_NOT_READY_MESSAGE})])),
+            true,
+            Utc::now(),
+        );
+        let ready = &back["status"]["conditions"][1];
+        assert_eq!(ready["status"], "True");
         assert!(
-            replaced
-                .iter()
-                .any(|o| o["op"] == "replace" && o["path"] == "/status/conditions/0")
+            ready["reason"].is_null() && ready.get("reason").is_some(),
+            "reason removed"
+        );
+        // A pod the kubelet holds not Ready for another reason is left to the kubelet.
+        let other = condition_patch(
+            &pod_with(Some(vec![
+                json!({"type": "Ready", "status": "False", "reason": "ContainersNotReady"}),
+            ])),
+            true,
+            Utc::now(),
+        );
+        assert_eq!(
+            other["status"]["conditions"].as_array().map(Vec::len),
+            Some(1)
         );
     }
 }

@@ -111,6 +111,7 @@ impl Controller {
             flags: Flags::default(),
             namespace: None,
             watch_nodes: true,
+            workers: 0,
         };
         let stop = CancellationToken::new();
         let health = Health::default();

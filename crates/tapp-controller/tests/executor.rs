@@ -19,6 +19,7 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 use tapp_controller::controller::{Context, Stores, reconcile};
+use tapp_controller::index::OwnerIndex;
 use tapp_controller::metrics::Metrics;
 use tapp_controller::plan::Flags;
 
@@ -145,7 +146,7 @@ const TAPPS: &str = "apis/apps.tkestack.io/v1/namespaces/default/tapps";
 struct Harness {
     api: Shared,
     ctx: Arc<Context>,
-    pods: Writer<Pod>,
+    pods: OwnerIndex,
     pvcs: Writer<PersistentVolumeClaim>,
     max_unavailable: usize,
 }
@@ -157,14 +158,14 @@ impl Harness {
         let client = kube::Client::new(router, "default");
         let registry = prometheus::Registry::new();
         let metrics = Metrics::register(&registry).expect("metrics");
-        let (pod_store, pods) = reflector::store();
+        let pods = OwnerIndex::new();
         let (pvc_store, pvcs) = reflector::store();
         let ctx = Arc::new(Context::new(
             client,
             metrics,
             Flags::default(),
             Stores {
-                pods: pod_store,
+                pods: pods.clone(),
                 pvcs: pvc_store,
                 nodes: None,
             },
@@ -555,4 +556,68 @@ async fn recreate_on_non_image_change_respects_the_budget() {
             .and_then(|s| s.containers[0].env.clone())
             .is_some()
     }));
+}
+
+/// The watch cache lags the controller's own writes: a reconcile on a cache that does not show
+/// them yet writes nothing (no second create, condition or status patch), and the next one on
+/// a cache that shows them carries on.
+#[tokio::test]
+async fn a_cache_that_lags_our_writes_repeats_no_write() {
+    let mut h = Harness::new();
+    h.apply_tapp(CREATE);
+    let writes = |h: &Harness| h.api.lock().expect("lock").writes.clone();
+    // Defaults, then the pods.
+    h.resync_stores();
+    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+        .await
+        .expect("defaults");
+    let stale_tapp = Arc::new(h.tapp());
+    h.resync_stores();
+    reconcile(stale_tapp.clone(), h.ctx.clone())
+        .await
+        .expect("creates");
+    let after_create = writes(&h);
+    let posts = after_create
+        .iter()
+        .filter(|w| w.starts_with("POST") && w.ends_with("/pods"))
+        .count();
+    assert_eq!(posts, 3, "{after_create:?}");
+
+    // Neither the pods nor our status patch are in the caches yet.
+    reconcile(stale_tapp.clone(), h.ctx.clone())
+        .await
+        .expect("stale");
+    assert_eq!(writes(&h), after_create, "nothing written on a stale cache");
+    // The TApp's status is fresh but the pods are not.
+    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+        .await
+        .expect("stale pods");
+    assert_eq!(
+        writes(&h),
+        after_create,
+        "nothing written on a stale pod cache"
+    );
+
+    // Pods visible, kubelet ran: the readiness gates are set, once each.
+    h.kubelet();
+    h.resync_stores();
+    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+        .await
+        .expect("gates");
+    let gates = |w: &[String]| {
+        w.iter()
+            .filter(|w| w.starts_with("PATCH") && w.contains("/pods/") && w.ends_with("/status"))
+            .count()
+    };
+    let after_gates = writes(&h);
+    assert_eq!(gates(&after_gates), 3, "{after_gates:?}");
+    // Gate patches not in the cache yet: nothing again.
+    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+        .await
+        .expect("stale gates");
+    assert_eq!(writes(&h), after_gates);
+    h.converge().await;
+    assert_eq!(gates(&writes(&h)), 3, "one gate write per pod in total");
+    let status = h.tapp().status.expect("status");
+    assert_eq!((status.replicas, status.ready_replicas), (3, 3));
 }

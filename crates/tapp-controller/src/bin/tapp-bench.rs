@@ -482,7 +482,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("phase 1: creating {n} TApps x {m} pods…");
     let (cpu0, _, _) = usage(&pid)?;
     let (sb0, _, _) = usage(&sandbox_pid)?;
-    let (me0, _, _) = usage("self")?;
+    let (me0, _, _) = usage(&std::process::id().to_string())?;
     let start1 = Instant::now();
     let image1 = "nginx:1.0";
     let image2 = "nginx:2.0";
@@ -515,7 +515,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let (cpu1, rss1, _) = usage(&pid)?;
     let (sb1, _, _) = usage(&sandbox_pid)?;
-    let (me1, _, _) = usage("self")?;
+    let (me1, _, _) = usage(&std::process::id().to_string())?;
     let counts1 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let metrics1 = http_get(admin, "/metrics").unwrap_or_default();
 
@@ -588,7 +588,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let (cpu2, rss2, peak) = usage(&pid)?;
     let (sb2, _, _) = usage(&sandbox_pid)?;
-    let (me2, _, _) = usage("self")?;
+    let (me2, _, _) = usage(&std::process::id().to_string())?;
     let counts2 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let metrics2 = http_get(admin, "/metrics").unwrap_or_default();
     watch_tapps.abort();

@@ -1,0 +1,251 @@
+//! A watch cache of pods indexed by their controller owner's UID.
+//!
+//! `kube::runtime::reflector::Store` has no indexes: finding one TApp's pods means cloning and
+//! filtering every pod of the cluster, O(all pods) per reconcile. [`OwnerIndex`] is fed the
+//! same watcher events and answers "the pods controlled by UID u" in O(pods of u). It replaces
+//! the reflector store for pods (holding the objects twice would double the controller's
+//! memory).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::Event;
+use tokio::sync::watch;
+
+/// (namespace, name).
+type Key = (String, String);
+
+#[derive(Default)]
+struct State {
+    /// Controller owner UID -> (namespace, name) -> pod.
+    by_owner: HashMap<String, BTreeMap<Key, Arc<Pod>>>,
+    /// (namespace, name) -> controller owner UID, for pods that have one.
+    owner_of: HashMap<Key, String>,
+    /// Objects of a relist in progress (`Init` .. `InitDone`).
+    relist: Option<Vec<Pod>>,
+    /// Number of pods held.
+    len: usize,
+}
+
+/// Pods by controller owner UID; cheap to clone (a shared handle).
+#[derive(Clone)]
+pub struct OwnerIndex {
+    state: Arc<RwLock<State>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for OwnerIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn key_of(pod: &Pod) -> Key {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn controller_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
+impl State {
+    fn remove(&mut self, key: &Key) {
+        if let Some(owner) = self.owner_of.remove(key)
+            && let Some(set) = self.by_owner.get_mut(&owner)
+        {
+            if set.remove(key).is_some() {
+                self.len -= 1;
+            }
+            if set.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    fn insert(&mut self, pod: Pod) {
+        let key = key_of(&pod);
+        self.remove(&key);
+        if let Some(owner) = controller_uid(&pod) {
+            self.owner_of.insert(key.clone(), owner.clone());
+            self.by_owner
+                .entry(owner)
+                .or_default()
+                .insert(key, Arc::new(pod));
+            self.len += 1;
+        }
+    }
+}
+
+impl OwnerIndex {
+    /// An empty index, not ready until its first `InitDone`.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one watcher event (a relist replaces the whole content at its `InitDone`).
+    pub fn apply_watcher_event(&self, event: &Event<Pod>) {
+        let mut s = self.write();
+        match event {
+            Event::Apply(pod) => s.insert(pod.clone()),
+            Event::Delete(pod) => s.remove(&key_of(pod)),
+            Event::Init => s.relist = Some(Vec::new()),
+            Event::InitApply(pod) => {
+                if let Some(list) = s.relist.as_mut() {
+                    list.push(pod.clone());
+                }
+            }
+            Event::InitDone => {
+                let list = s.relist.take().unwrap_or_default();
+                let mut fresh = State::default();
+                for pod in list {
+                    fresh.insert(pod);
+                }
+                *s = fresh;
+                drop(s);
+                self.ready.send_replace(true);
+            }
+        }
+    }
+
+    /// The pods whose controller owner has `uid`, in (namespace, name) order.
+    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<Pod>> {
+        self.read()
+            .by_owner
+            .get(uid)
+            .map(|set| set.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of pods held (only pods with a controller owner are kept).
+    pub fn len(&self) -> usize {
+        self.read().len
+    }
+
+    /// Whether no pod is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the first list has completed.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits for the first list to complete.
+    pub async fn wait_until_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, owner: Option<&str>) -> Pod {
+        let refs = owner.map(|uid| {
+            json!([{"apiVersion": "apps.tkestack.io/v1", "kind": "TApp", "name": "t",
+                    "uid": uid, "controller": true}])
+        });
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": refs}
+        }))
+        .expect("pod")
+    }
+
+    fn names(index: &OwnerIndex, uid: &str) -> Vec<String> {
+        index
+            .controlled_by(uid)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn indexes_by_controller_owner_and_follows_changes() {
+        let index = OwnerIndex::new();
+        assert!(!index.is_ready());
+        index.apply_watcher_event(&Event::Init);
+        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
+        index.apply_watcher_event(&Event::InitApply(pod("b-0", Some("b"))));
+        index.apply_watcher_event(&Event::InitApply(pod("orphan", None)));
+        assert!(
+            names(&index, "a").is_empty(),
+            "nothing visible before InitDone"
+        );
+        index.apply_watcher_event(&Event::InitDone);
+        assert!(index.is_ready());
+        assert_eq!(names(&index, "a"), ["a-0"]);
+        assert_eq!(
+            index.len(),
+            2,
+            "pods without a controller owner are not kept"
+        );
+
+        index.apply_watcher_event(&Event::Apply(pod("a-1", Some("a"))));
+        assert_eq!(names(&index, "a"), ["a-0", "a-1"]);
+        // Ownership moves (released and adopted by another controller).
+        index.apply_watcher_event(&Event::Apply(pod("a-1", Some("b"))));
+        assert_eq!(names(&index, "a"), ["a-0"]);
+        assert_eq!(names(&index, "b"), ["a-1", "b-0"]);
+        index.apply_watcher_event(&Event::Apply(pod("a-1", None)));
+        assert_eq!(names(&index, "b"), ["b-0"]);
+        index.apply_watcher_event(&Event::Delete(pod("b-0", Some("b"))));
+        assert!(names(&index, "b").is_empty());
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_everything_at_init_done() {
+        let index = OwnerIndex::new();
+        index.apply_watcher_event(&Event::Init);
+        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
+        index.apply_watcher_event(&Event::InitApply(pod("a-1", Some("a"))));
+        index.apply_watcher_event(&Event::InitDone);
+        // A 410 and a relist: a-1 was deleted meanwhile, a-2 created.
+        index.apply_watcher_event(&Event::Init);
+        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
+        assert_eq!(names(&index, "a"), ["a-0", "a-1"], "old content until done");
+        index.apply_watcher_event(&Event::InitApply(pod("a-2", Some("a"))));
+        index.apply_watcher_event(&Event::InitDone);
+        assert_eq!(names(&index, "a"), ["a-0", "a-2"]);
+        assert_eq!(index.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_readiness_ends_at_the_first_init_done() {
+        let index = OwnerIndex::new();
+        let waiter = {
+            let index = index.clone();
+            tokio::spawn(async move { index.wait_until_ready().await })
+        };
+        index.apply_watcher_event(&Event::Init);
+        index.apply_watcher_event(&Event::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("ready seen")
+            .expect("task");
+    }
+}
