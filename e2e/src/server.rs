@@ -489,6 +489,38 @@ fn set_path(v: &mut Value, path: &str, val: Value) {
     }
 }
 
+/// `a == b` ignoring the top-level `keys` (no copies: this runs on every write).
+fn eq_without(a: &Value, b: &Value, keys: &[&str]) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let kept = |m: &serde_json::Map<String, Value>| {
+                m.keys().filter(|k| !keys.contains(&k.as_str())).count()
+            };
+            kept(x) == kept(y)
+                && x.iter()
+                    .filter(|(k, _)| !keys.contains(&k.as_str()))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
+}
+
+/// `a == b` ignoring `metadata.resourceVersion` and `metadata.managedFields` (a write that
+/// changes nothing else is a no-op). A missing or non-object `metadata` counts as empty.
+fn same_but_rv_and_managed_fields(a: &Value, b: &Value) -> bool {
+    const SERVER_OWNED: &[&str] = &["resourceVersion", "managedFields"];
+    if !(a.is_object() && b.is_object()) {
+        return a == b;
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    let meta = |v: &Value| v.get("metadata").filter(|m| m.is_object()).is_some();
+    let (ma, mb) = (
+        if meta(a) { &a["metadata"] } else { &empty },
+        if meta(b) { &b["metadata"] } else { &empty },
+    );
+    eq_without(a, b, &["metadata"]) && eq_without(ma, mb, SERVER_OWNED)
+}
+
 fn without(v: &Value, keys: &[&str]) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -1275,7 +1307,8 @@ impl Api {
         let name = meta_str(cur, "name").unwrap_or_default().to_string();
         // immutable / server-owned metadata
         {
-            let cm = cur.get("metadata").cloned().unwrap_or(json!({}));
+            let empty = json!({});
+            let cm = cur.get("metadata").unwrap_or(&empty);
             let m = meta_mut(&mut new);
             for k in [
                 "uid",
@@ -1456,25 +1489,19 @@ impl Api {
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            let generation = if without(cur, skip) != without(&new, skip) {
+            let generation = if !eq_without(cur, &new, skip) {
                 generation + 1
             } else {
                 generation
             };
             meta_mut(&mut new).insert("generation".into(), json!(generation));
         }
-        req.object = Some(new.clone());
+        req.object = Some(new);
         self.run_validating_hooks(&req).await?;
+        let mut new = req.object.take().unwrap_or(Value::Null);
         let fm = ctx.field_manager();
         // no-op writes do not bump resourceVersion
-        let mut cmp_cur = (**cur).clone();
-        meta_mut(&mut cmp_cur).remove("resourceVersion");
-        let strip_mf = |v: &Value| {
-            let mut v = v.clone();
-            meta_mut(&mut v).remove("managedFields");
-            v
-        };
-        if strip_mf(&cmp_cur) == strip_mf(&new) {
+        if same_but_rv_and_managed_fields(cur, &new) {
             return Ok(cur.clone());
         }
         if !fm.is_empty() && !ctx.content_type.contains("apply-patch") {
@@ -1652,6 +1679,20 @@ impl Api {
             if meta_str(&new, "name") != Some(name) {
                 return Err(ApiError::bad_request(
                     "metadata.name cannot be changed by a patch",
+                ));
+            }
+            // uid is immutable: a patch naming another uid (a client binding its write to the
+            // object it saw) is refused, as kube-apiserver's metadata update validation does
+            if let Some(uid) = meta_str(&new, "uid")
+                && Some(uid) != meta_str(&cur, "uid")
+            {
+                return Err(self.info.invalid(
+                    name,
+                    vec![Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.uid",
+                        format!("Invalid value: \"{uid}\": field is immutable"),
+                    )],
                 ));
             }
             match self.finish_update(ctx, sub, &cur, new, rv_of(&cur)).await {
@@ -2069,3 +2110,41 @@ impl Api {
 }
 
 use crate::defaults;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_comparisons_ignore_only_what_they_say() {
+        let a = json!({"metadata": {"name": "a", "resourceVersion": "1", "managedFields": [1],
+                                    "generation": 1},
+                       "spec": {"replicas": 1}, "status": {"ready": 0}});
+        // resourceVersion and managedFields do not make a change...
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        b["metadata"]["managedFields"] = json!([2]);
+        assert!(same_but_rv_and_managed_fields(&a, &b));
+        meta_mut(&mut b).remove("resourceVersion");
+        assert!(same_but_rv_and_managed_fields(&a, &b));
+        // ...anything else does, in metadata or outside it.
+        let mut c = b.clone();
+        c["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!same_but_rv_and_managed_fields(&a, &c));
+        let mut d = b.clone();
+        d["spec"]["replicas"] = json!(2);
+        assert!(!same_but_rv_and_managed_fields(&a, &d));
+        let mut e = b.clone();
+        e.as_object_mut().map(|m| m.remove("status"));
+        assert!(!same_but_rv_and_managed_fields(&a, &e));
+        // generation: spec changes count, metadata and status do not
+        let skip = &["metadata", "status"];
+        assert!(eq_without(&a, &c, skip));
+        assert!(!eq_without(&a, &d, skip));
+        assert!(eq_without(&a, &e, skip), "a removed status is skipped");
+        let mut f = a.clone();
+        f["extra"] = json!(1);
+        assert!(!eq_without(&a, &f, skip), "an added field counts");
+        assert!(!eq_without(&f, &a, skip), "a removed field counts");
+    }
+}

@@ -106,6 +106,9 @@ impl Encoder {
     }
 }
 
+/// Largest chunk of events already waiting that a watch sends at once.
+const MAX_BATCH: usize = 256 * 1024;
+
 /// Decide what (if anything) a watcher sees for a stored event.
 fn translate(f: &Filter, ev: &StoredEvent) -> Option<&'static str> {
     if f.trivial() {
@@ -216,10 +219,34 @@ pub(crate) fn serve(api: &Api, ctx: &Ctx) -> ApiResult<Response> {
                 }
                 r = start.rx.recv() => match r {
                     Ok(ev) => {
-                        if ev.rv <= last_rv { continue; }
-                        last_rv = ev.rv;
-                        if let Some(ty) = translate(&filter, &ev)
-                            && tx.send(enc.event(ty, &ev)).await.is_err() { return; }
+                        // Events already waiting go out in the same chunk (one channel send,
+                        // one HTTP chunk, one TLS record instead of one each): under a burst of
+                        // writes a per-event hand-off made watchers fall seconds behind.
+                        let mut batch = BytesMut::new();
+                        let mut next = Some(ev);
+                        let mut lagged = false;
+                        while let Some(ev) = next.take() {
+                            if ev.rv > last_rv {
+                                last_rv = ev.rv;
+                                if let Some(ty) = translate(&filter, &ev) {
+                                    batch.put_slice(&enc.event(ty, &ev));
+                                }
+                            }
+                            if batch.len() < MAX_BATCH {
+                                match start.rx.try_recv() {
+                                    Ok(ev) => next = Some(ev),
+                                    Err(TryRecvError::Lagged(_)) => lagged = true,
+                                    Err(_) => {}
+                                }
+                            }
+                        }
+                        if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() { return; }
+                        if lagged {
+                            match resync(&shared, &gr, last_rv, &filter, &enc, &mut tx, &mut start).await {
+                                Some(rv) => last_rv = rv,
+                                None => return,
+                            }
+                        }
                     }
                     Err(RecvError::Lagged(_)) => {
                         match resync(&shared, &gr, last_rv, &filter, &enc, &mut tx, &mut start).await {

@@ -240,6 +240,7 @@ pub struct ChildProcess {
     args: Vec<String>,
     env: Vec<(String, std::ffi::OsString)>,
     child: Option<tokio::process::Child>,
+    log: Option<PathBuf>,
     /// How many times it was started.
     pub starts: u32,
 }
@@ -251,6 +252,26 @@ impl ChildProcess {
         args: &[&str],
         env: &[(&str, std::ffi::OsString)],
     ) -> anyhow::Result<Self> {
+        Self::launch(bin, args, env, None)
+    }
+
+    /// Like [`ChildProcess::start`], but stdout and stderr are appended to the file `log`
+    /// (kept across restarts), for tests that check what the process logs.
+    pub fn start_logged(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, std::ffi::OsString)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::launch(bin, args, env, Some(log.to_path_buf()))
+    }
+
+    fn launch(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, std::ffi::OsString)],
+        log: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let mut p = ChildProcess {
             bin: bin.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -259,15 +280,33 @@ impl ChildProcess {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             child: None,
+            log,
             starts: 0,
         };
         p.spawn()?;
         Ok(p)
     }
 
+    /// What the process logged so far (empty unless started with [`ChildProcess::start_logged`]).
+    pub fn logs(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read(l).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let mut c = tokio::process::Command::new(&self.bin);
         c.args(&self.args).stdin(Stdio::null()).kill_on_drop(true);
+        if let Some(log) = &self.log {
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening {}", log.display()))?;
+            c.stderr(out.try_clone()?).stdout(out);
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }

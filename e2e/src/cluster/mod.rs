@@ -120,6 +120,7 @@ pub struct SimCluster {
     config: ClusterConfig,
     next_index: Mutex<u64>,
     save_state: Mutex<Option<(crate::ApiServer, std::path::PathBuf)>>,
+    scheduler_stats: Option<Arc<scheduler::SchedulerStats>>,
 }
 
 impl std::fmt::Debug for SimCluster {
@@ -158,8 +159,10 @@ impl SimCluster {
             config.kubelet_hooks.clone(),
         );
         let mut tasks = Vec::new();
+        let mut scheduler_stats = None;
         if let Some(sc) = &config.scheduler {
             let s = scheduler::Scheduler::new(client.clone(), sc).map_err(ClusterError::Config)?;
+            scheduler_stats = Some(s.stats());
             tasks.push(tokio::spawn(Arc::new(s).run(cancel.clone())));
         }
         tasks.push(tokio::spawn(
@@ -178,6 +181,7 @@ impl SimCluster {
             config: config.clone(),
             next_index: Mutex::new(0),
             save_state: Mutex::new(None),
+            scheduler_stats,
         };
         for n in config.nodes {
             cluster.add_node(n).await?;
@@ -188,6 +192,11 @@ impl SimCluster {
     /// The API client the components use.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The scheduler's counters (`None` without a scheduler).
+    pub fn scheduler_stats(&self) -> Option<Arc<scheduler::SchedulerStats>> {
+        self.scheduler_stats.clone()
     }
 
     /// Cancelled on shutdown; cancelling it stops every component.

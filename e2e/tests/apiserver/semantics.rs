@@ -1402,6 +1402,15 @@ async fn immutable_fields_of_builtins() {
         patch(json!({"metadata": {"labels": {"x": "y"}}})).await.0,
         StatusCode::OK
     );
+    // uid is immutable: a patch naming the object's own uid passes, another uid is refused
+    // (how a client binds a patch to the object it saw)
+    let (_, live, _) = call(&srv, "GET", &format!("{pods}/p"), "", None).await;
+    let uid = live["metadata"]["uid"].clone();
+    let (s, v, _) = patch(json!({"metadata": {"uid": uid, "labels": {"x": "z"}}})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v, _) = patch(json!({"metadata": {"uid": "another", "labels": {"x": "w"}}})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["details"]["causes"][0]["field"], "metadata.uid");
     // resources change only through pods/resize
     let res = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "300m"}}}]}});
     assert_eq!(patch(res.clone()).await.0, StatusCode::UNPROCESSABLE_ENTITY);

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -31,6 +31,7 @@ use lifecycle::PodRuntime;
 use node::{Cidr, IpPool, NodeSpec};
 
 use crate::cluster::util;
+use addon_common::watch as relist;
 
 /// How long a container held by a failed hook waits before the hook is retried.
 const HOLD_RETRY_MS: i64 = 500;
@@ -466,8 +467,13 @@ impl Kubelets {
                 |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
             );
         let pods: Api<Pod> = Api::all(self.client.clone());
-        let controller = Controller::new(pods, watcher::Config::default());
-        let store = controller.store();
+        let (store, writer) = reflector::store::<Pod>();
+        let (relists, relisted) = relist::Relists::channel();
+        let events = watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
+        let controller = Controller::for_stream(relist::triggers(events, relists), store.clone())
+            .reconcile_all_on(relisted);
         let c2 = cancel.clone();
         let me = self.clone();
         let leases = tokio::spawn(async move {

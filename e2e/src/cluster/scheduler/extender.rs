@@ -193,13 +193,15 @@ pub struct FilterOutcome {
     pub failed_unresolvable: BTreeMap<String, String>,
 }
 
-/// A configured extender ready to be called.
+/// A configured extender ready to be called. Its calls share keep-alive connections, as
+/// kube-scheduler's `HTTPExtender` client does.
 #[derive(Clone)]
 pub struct Extender {
     /// Its configuration.
     pub config: ExtenderConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    pool: Arc<http::Pool>,
 }
 
 impl std::fmt::Debug for Extender {
@@ -332,7 +334,13 @@ impl Extender {
             config,
             tls,
             timeout,
+            pool: Arc::default(),
         })
+    }
+
+    /// Idle keep-alive connections to this extender.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_connections()
     }
 
     /// The HTTP timeout in effect.
@@ -387,7 +395,9 @@ impl Extender {
     async fn send(&self, verb: &str, body: &Value) -> Result<Value, String> {
         let url = self.url(verb);
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let (code, resp) = http::post_json(&url, bytes, self.tls.clone(), self.timeout)
+        let (code, resp) = self
+            .pool
+            .post_json(&url, bytes, self.tls.clone(), self.timeout)
             .await
             .map_err(|e: HttpError| format!("Post {url:?}: {e}"))?;
         if code != 200 {

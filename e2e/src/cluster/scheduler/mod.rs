@@ -57,6 +57,50 @@ pub enum Decision {
     Error(String),
 }
 
+/// A count and the total time of one kind of operation.
+#[derive(Debug, Default)]
+pub struct Timer {
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Timer {
+    fn observe(&self, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// (count, total time).
+    pub fn get(&self) -> (u64, std::time::Duration) {
+        (
+            self.count.load(Ordering::Relaxed),
+            std::time::Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Mean time per operation.
+    pub fn mean(&self) -> std::time::Duration {
+        let (n, total) = self.get();
+        total / u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// Where the scheduler's time goes (for benchmarks): cumulative since start.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Scheduling cycles (one per pod attempt: filters, extenders, scores).
+    pub cycles: Timer,
+    /// Extender filter calls, as the scheduler sees them (HTTP round trip included).
+    pub extender_filter: Timer,
+    /// Extender prioritize calls.
+    pub extender_prioritize: Timer,
+    /// Binding cycles through an extender's bind verb (run in the background).
+    pub extender_bind: Timer,
+    /// Binding cycles through `pods/binding` (run in the background).
+    pub api_bind: Timer,
+}
+
 /// The scheduler.
 pub struct Scheduler {
     client: Client,
@@ -64,6 +108,7 @@ pub struct Scheduler {
     extenders: Vec<Extender>,
     ignored: BTreeSet<String>,
     retry: std::time::Duration,
+    stats: Arc<SchedulerStats>,
 }
 
 /// Builds node infos from nodes and the pods bound (or assumed) to them.
@@ -134,7 +179,13 @@ impl Scheduler {
             extenders,
             ignored,
             retry: cfg.retry_interval,
+            stats: Arc::default(),
         })
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<SchedulerStats> {
+        self.stats.clone()
     }
 
     /// Runs the filters, extenders and scores for one pod.
@@ -162,7 +213,10 @@ impl Scheduler {
                 break;
             }
             let nodes: Vec<Node> = feasible.iter().map(|i| i.node.clone()).collect();
-            match ext.filter(pod, &nodes).await {
+            let start = Instant::now();
+            let result = ext.filter(pod, &nodes).await;
+            self.stats.extender_filter.observe(start);
+            match result {
                 Ok(out) => {
                     for r in out.failed.values().chain(out.failed_unresolvable.values()) {
                         *reasons.entry(r.clone()).or_default() += 1;
@@ -212,7 +266,10 @@ impl Scheduler {
             .filter(|e| e.is_prioritizer() && e.is_interested(pod))
         {
             let nodes: Vec<Node> = feasible.iter().map(|i| i.node.clone()).collect();
-            match ext.prioritize(pod, &nodes).await {
+            let start = Instant::now();
+            let result = ext.prioritize(pod, &nodes).await;
+            self.stats.extender_prioritize.observe(start);
+            match result {
                 Ok(prio) => {
                     for (host, s) in prio {
                         if let Some(total) = scores.get_mut(&host) {
@@ -237,12 +294,15 @@ impl Scheduler {
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), String> {
+        let start = Instant::now();
         if let Some(ext) = self
             .extenders
             .iter()
             .find(|e| e.is_binder() && e.is_interested(pod))
         {
-            return ext.bind(pod, node).await;
+            let result = ext.bind(pod, node).await;
+            self.stats.extender_bind.observe(start);
+            return result;
         }
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -260,15 +320,18 @@ impl Scheduler {
                 ..Default::default()
             },
         };
-        api.create_subresource::<Binding, serde_json::Value>(
-            "binding",
-            &pod.name_any(),
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        let result = api
+            .create_subresource::<Binding, serde_json::Value>(
+                "binding",
+                &pod.name_any(),
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        self.stats.api_bind.observe(start);
+        result
     }
 
     async fn mark_unschedulable(&self, pod: &Pod, reason: &str, message: &str) {
@@ -474,7 +537,10 @@ impl Scheduler {
             if let Some(uid) = pod.uid() {
                 backoff.insert(uid, attempt);
             }
-            match self.decide(pod, &infos).await {
+            let start = Instant::now();
+            let decision = self.decide(pod, &infos).await;
+            self.stats.cycles.observe(start);
+            match decision {
                 Decision::Node(node) => {
                     // assume, then bind in the background (upstream's binding cycle)
                     if let Some(info) = infos.get_mut(&node) {
