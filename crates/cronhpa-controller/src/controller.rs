@@ -7,7 +7,6 @@ use addon_common::{
     admin::Health,
     api::cronhpa::{CONDITION_INVALID, CronHPA, CronHPAStatus, REASON_SUCCESSFUL_RESCALE},
     backoff::{Backoff, object_key},
-    events::EventRecorder,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -22,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
+    events::EventQueue,
     metrics::Metrics,
     plan::{
-        Outcome, REASON_INVALID_SPEC, REASON_MISSED_SCHEDULE, State, condition_label, plan,
-        status_after,
+        Outcome, REASON_INVALID_SPEC, REASON_MISSED_SCHEDULE, State, Written, condition_label,
+        plan, status_after,
     },
     scale::Scaler,
 };
@@ -63,7 +63,14 @@ pub struct Settings {
     pub concurrency: u16,
     /// Backoff of failed reconciliations (first delay, cap).
     pub backoff: (Duration, Duration),
+    /// How long before an occurrence its target is read (zero: read at the scheduled time).
+    pub read_ahead: Duration,
+    /// Events that may wait to be published (bounded; see [`EventQueue`]).
+    pub event_queue: usize,
 }
+
+/// Default of [`Settings::read_ahead`].
+pub const DEFAULT_READ_AHEAD: Duration = Duration::from_secs(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -71,6 +78,8 @@ impl Default for Settings {
             default_tz: Tz::UTC,
             concurrency: 256,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+            read_ahead: DEFAULT_READ_AHEAD,
+            event_queue: crate::events::DEFAULT_CAPACITY,
         }
     }
 }
@@ -79,10 +88,10 @@ impl Default for Settings {
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Scales targets (with the discovery cache).
+    /// Scales targets (with the discovery cache and the read-aheads).
     pub scaler: Scaler,
-    /// Publishes Events.
-    pub recorder: EventRecorder,
+    /// Publishes Events in the background (off the fire path).
+    pub events: EventQueue,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Per-object retry delays.
@@ -91,10 +100,13 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub settings: Settings,
+    /// Object key → what its last successful reconciliation wrote (see [`Written`]).
+    written: std::sync::Mutex<std::collections::HashMap<String, Written>>,
 }
 
 impl Context {
-    /// A context over `client`.
+    /// A context over `client`. Must be called inside a tokio runtime (the Event publishers
+    /// are spawned).
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
@@ -103,13 +115,29 @@ impl Context {
     ) -> Self {
         Self {
             scaler: Scaler::new(client.clone()),
-            recorder: EventRecorder::new(client.clone(), COMPONENT),
+            events: EventQueue::new(
+                client.clone(),
+                COMPONENT,
+                settings.event_queue,
+                crate::events::DEFAULT_WORKERS,
+            ),
             client,
             metrics,
             backoff: Backoff::new(settings.backoff.0, settings.backoff.1),
             clock,
             settings,
+            written: Default::default(),
         }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Written>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets per-object state of objects for which `keep` is false (deleted objects).
+    pub fn retain_objects(&self, keep: impl Fn(&str) -> bool) {
+        self.scaler.retain_prepared(&keep);
+        self.written().retain(|k, _| keep(k));
     }
 }
 
@@ -132,15 +160,35 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let key = key_of(&obj);
     let now = ctx.clock.now();
+    // The watch event of our own status patch: nothing to decide before the wake-up.
+    let unchanged = ctx
+        .written()
+        .get(&key)
+        .and_then(|w| w.requeue_after(obj.metadata.resource_version.as_deref(), now));
+    if let Some(delay) = unchanged {
+        return Ok(Action::requeue(delay));
+    }
     let plan = plan(&obj, now, ctx.settings.default_tz);
     let reference = obj.object_ref(&());
+    let read_ahead = ctx.settings.read_ahead;
 
     let mut outcome = None;
     let mut failure = None;
+    if let Some(occurrence) = plan.read_ahead(now, read_ahead) {
+        ctx.scaler
+            .prepare(&key, &namespace, &obj.spec.scale_target_ref, occurrence)
+            .await;
+    }
     if let Some(fire) = &plan.fire {
         let result = ctx
             .scaler
-            .scale(&namespace, &obj.spec.scale_target_ref, fire.target_replicas)
+            .scale(
+                &key,
+                &namespace,
+                &obj.spec.scale_target_ref,
+                fire.target_replicas,
+                fire.scheduled,
+            )
             .await;
         match result {
             Ok(scaled) => {
@@ -152,7 +200,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
                 tracing::info!(object = %key, cron = fire.index, scheduled = %fire.scheduled,
                     lag_ms = lag.as_millis() as u64, changed = scaled.changed, "{}", scaled.message);
                 if scaled.changed {
-                    ctx.recorder
+                    ctx.events
                         .normal(
                             &reference,
                             REASON_SUCCESSFUL_RESCALE,
@@ -169,7 +217,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
             Err(error) => {
                 ctx.metrics.fires.with_label_values(&["failed"]).inc();
                 tracing::warn!(object = %key, cron = fire.index, %error, "scale failed");
-                ctx.recorder
+                ctx.events
                     .warning(&reference, error.event_reason(), "Scale", error.to_string())
                     .await;
                 outcome = Some(Outcome::Failed {
@@ -191,7 +239,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
             .map(crate::plan::from_time);
         if recorded != Some(missed.scheduled) {
             ctx.metrics.fires.with_label_values(&["skipped"]).inc();
-            ctx.recorder
+            ctx.events
                 .warning(
                     &reference,
                     REASON_MISSED_SCHEDULE,
@@ -210,7 +258,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
         let message = crate::validate::summary(errors);
         if invalid_message(old_status).as_deref() != Some(message.as_str()) {
             tracing::warn!(object = %key, %message, "invalid CronHPA");
-            ctx.recorder
+            ctx.events
                 .warning(&reference, REASON_INVALID_SPEC, "Validate", message)
                 .await;
         }
@@ -218,27 +266,50 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
 
     let status = status_after(&obj, &plan, outcome.as_ref(), now);
     ctx.metrics.set_state(&key, condition_label(&status));
+    let mut resource_version = obj.metadata.resource_version.clone();
     if old_status != Some(&status) {
+        ctx.written().remove(&key);
         let api: Api<CronHPA> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({ "status": status });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|source| Error::Status {
-            object: key.clone(),
-            source,
-        })?;
+        let patched = api
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| Error::Status {
+                object: key.clone(),
+                source,
+            })?;
+        resource_version = patched.metadata.resource_version;
     }
     if let Some(error) = failure {
+        ctx.written().remove(&key);
         return Err(error);
     }
     ctx.backoff.reset(&key);
-    Ok(match plan.requeue_after(ctx.clock.now()) {
-        Some(delay) => Action::requeue(delay),
-        None => Action::await_change(),
+    let now = ctx.clock.now();
+    Ok(match plan.requeue_after(now, read_ahead) {
+        Some(delay) => {
+            if let (Some(resource_version), Ok(d)) =
+                (resource_version, chrono::Duration::from_std(delay))
+            {
+                let wake = now + d;
+                ctx.written().insert(
+                    key,
+                    Written {
+                        resource_version,
+                        wake,
+                    },
+                );
+            }
+            Action::requeue(delay)
+        }
+        None => {
+            ctx.written().remove(&key);
+            Action::await_change()
+        }
     })
 }
 
@@ -249,7 +320,7 @@ pub fn error_policy(obj: Arc<CronHPA>, error: &Error, ctx: Arc<Context>) -> Acti
     let key = key_of(&obj);
     let delay = ctx.backoff.next_delay(&key);
     let now = ctx.clock.now();
-    let next = plan(&obj, now, ctx.settings.default_tz).requeue_after(now);
+    let next = plan(&obj, now, ctx.settings.default_tz).requeue_after(now, ctx.settings.read_ahead);
     tracing::debug!(object = %key, %error, ?delay, "reconcile failed, retrying");
     Action::requeue(next.map_or(delay, |n| n.min(delay)))
 }
@@ -274,6 +345,7 @@ pub async fn run(
         let store = store.clone();
         let health = health.clone();
         let metrics = ctx.metrics.clone();
+        let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             // `wait_until_ready` keeps only the last poller's waker (kube-runtime's DelayedInit
@@ -303,6 +375,7 @@ pub async fn run(
                         let keys: std::collections::HashSet<String> =
                             store.state().iter().map(|o| key_of(o)).collect();
                         metrics.prune(|k| keys.contains(k));
+                        ctx.retain_objects(|k| keys.contains(k));
                     }
                 }
             }
@@ -319,6 +392,13 @@ pub async fn run(
         .await;
     stop.cancel();
     let _ = background.await;
+    // Publish what the last reconciliations queued (bounded: a stuck API must not block exit).
+    if !ctx.events.flush_for(Duration::from_secs(5)).await {
+        tracing::warn!(
+            pending = ctx.events.pending(),
+            "stopping with Events not yet published"
+        );
+    }
     ctx.metrics.clear();
     health.remove(CACHE_CHECK);
 }

@@ -7,11 +7,13 @@
 //! - [`plan`]: every scheduling decision, pure (catch-up, deadline, suspend, status);
 //! - [`scale`]: the scale subresource through discovery, and HPA mode;
 //! - [`controller`]: the thin executor (kube-runtime Controller, timer-driven requeues);
+//! - [`events`]: Events published off the fire path (bounded queue, ordered per object);
 //! - [`webhook`]: the validating admission webhook (HTTPS through `addon_common::webhook`);
 //! - [`metrics`]: the controller's metrics.
 
 pub mod controller;
 mod error;
+pub mod events;
 pub mod metrics;
 pub mod plan;
 pub mod scale;

@@ -28,6 +28,11 @@ struct Args {
     #[arg(long, env = "CONCURRENCY", default_value_t = 256)]
     concurrency: u16,
 
+    /// How long before an occurrence the target is read, so that the write goes out at the
+    /// scheduled second ("0s": read at the scheduled time).
+    #[arg(long, env = "READ_AHEAD", default_value = "10s", value_parser = addon_common::cli::parse_duration)]
+    read_ahead: std::time::Duration,
+
     /// Address of the HTTPS admission webhook.
     #[arg(long, env = "WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
     webhook_address: SocketAddr,
@@ -90,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         default_tz: args.default_time_zone,
         concurrency: args.concurrency,
+        read_ahead: args.read_ahead,
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock {
@@ -133,8 +139,11 @@ mod tests {
             "-90s",
             "--webhook-cert-dir",
             "/certs",
+            "--read-ahead",
+            "3s",
         ])
         .expect("parse");
+        assert_eq!(a.read_ahead, std::time::Duration::from_secs(3));
         assert_eq!(a.default_time_zone, Tz::Asia__Shanghai);
         assert_eq!(a.clock_offset, chrono::Duration::seconds(-90));
         let err = Args::try_parse_from(["cronhpa-controller", "--default-time-zone", "Nowhere/X"])

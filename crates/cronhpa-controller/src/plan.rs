@@ -243,14 +243,68 @@ pub fn plan(obj: &CronHPA, now: DateTime<Utc>, default_tz: Tz) -> Plan {
 
 impl Plan {
     /// How long until the next decision is due (at least 1 ms, at most [`MAX_REQUEUE`]),
-    /// `None` when only a change of the object can bring one.
-    pub fn requeue_after(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+    /// `None` when only a change of the object can bring one. With a `read_ahead` lead the
+    /// object first wakes `read_ahead` before its next occurrence (to read the target, see
+    /// [`Plan::read_ahead`]), then at the occurrence itself.
+    pub fn requeue_after(
+        &self,
+        now: DateTime<Utc>,
+        read_ahead: std::time::Duration,
+    ) -> Option<std::time::Duration> {
         self.next.map(|(_, t)| {
-            (t - now)
-                .to_std()
-                .unwrap_or_default()
-                .clamp(std::time::Duration::from_millis(1), MAX_REQUEUE)
+            let until = (t - now).to_std().unwrap_or_default();
+            let wake = if until > read_ahead {
+                until - read_ahead
+            } else {
+                until
+            };
+            wake.clamp(std::time::Duration::from_millis(1), MAX_REQUEUE)
         })
+    }
+
+    /// The occurrence whose target should be read now, ahead of time: the next one, when
+    /// nothing fires now and it is at most `read_ahead` away. (Reading early is harmless: the
+    /// write still waits for the scheduled time and carries the read's resourceVersion.)
+    pub fn read_ahead(
+        &self,
+        now: DateTime<Utc>,
+        read_ahead: std::time::Duration,
+    ) -> Option<DateTime<Utc>> {
+        if self.fire.is_some() || read_ahead.is_zero() {
+            return None;
+        }
+        let (_, t) = self.next?;
+        let until = (t - now).to_std().unwrap_or_default();
+        (until <= read_ahead).then_some(t)
+    }
+}
+
+/// What a successful reconciliation left behind: the `resourceVersion` of the object as it
+/// wrote it (or found it) and when it asked to be woken. The watch event of the controller's
+/// own status patch carries exactly that object, and until the wake-up nothing can be due
+/// for it (no occurrence, no read-ahead: the wake-up is the earlier of both), so that event
+/// needs no new plan. Any other change (spec, labels, someone else's status edit) has
+/// another `resourceVersion` and is planned as usual.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// `metadata.resourceVersion` after the reconciliation.
+    pub resource_version: String,
+    /// When the reconciliation asked to be woken.
+    pub wake: DateTime<Utc>,
+}
+
+impl Written {
+    /// The requeue for `resource_version` at `now` without planning, or `None` when the
+    /// object must be planned (another version, or the wake-up is due).
+    pub fn requeue_after(
+        &self,
+        resource_version: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<std::time::Duration> {
+        if resource_version != Some(self.resource_version.as_str()) || now >= self.wake {
+            return None;
+        }
+        (self.wake - now).to_std().ok()
     }
 }
 
@@ -332,6 +386,7 @@ pub fn status_after(
             condition(CONDITION_INVALID, invalid, invalid_reason, invalid_message),
         ]),
         observed_generation: generation,
+        next_schedule_time: plan.next.map(|(_, t)| to_time(t)),
     }
 }
 
@@ -534,10 +589,129 @@ mod tests {
         let now = utc("2024-03-01T00:00:00Z");
         let p = plan(&obj, now, Tz::UTC);
         assert_eq!(p.next, Some((0, utc("2028-02-29T00:00:00Z"))));
-        assert_eq!(p.requeue_after(now), Some(MAX_REQUEUE));
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(p.requeue_after(now, zero), Some(MAX_REQUEUE));
         assert_eq!(
-            p.requeue_after(utc("2028-02-29T00:00:00Z")),
+            p.requeue_after(utc("2028-02-29T00:00:00Z"), zero),
             Some(std::time::Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn read_ahead_wakes_before_the_occurrence_and_fires_at_it() {
+        let secs = std::time::Duration::from_secs;
+        let ms = std::time::Duration::from_millis;
+        // Next occurrence: 2024-01-02T09:00:00Z (created 08:30, crons 08:00 and 09:00).
+        let obj = object(daily_pair(), "2024-01-02T08:30:00Z", None);
+        // (now, lead) → (wake after, read ahead now for)
+        let table = [
+            // Far away: wake `lead` early.
+            (
+                "2024-01-02T08:31:00Z",
+                secs(10),
+                Some(secs(29 * 60 - 10)),
+                None,
+            ),
+            // Exactly at the lead: read now, wake at the occurrence.
+            (
+                "2024-01-02T08:59:50Z",
+                secs(10),
+                Some(secs(10)),
+                Some("2024-01-02T09:00:00Z"),
+            ),
+            // Inside the lead (started late): read now, wake at the occurrence.
+            (
+                "2024-01-02T08:59:57Z",
+                secs(10),
+                Some(secs(3)),
+                Some("2024-01-02T09:00:00Z"),
+            ),
+            // No lead: no read-ahead, wake at the occurrence (the behaviour without the feature).
+            ("2024-01-02T08:59:57Z", secs(0), Some(secs(3)), None),
+            // A lead longer than the wait: never wakes "in the past".
+            (
+                "2024-01-02T08:59:59Z",
+                secs(3600),
+                Some(secs(1)),
+                Some("2024-01-02T09:00:00Z"),
+            ),
+        ];
+        for (now, lead, wake, read) in table {
+            let now = utc(now);
+            let p = plan(&obj, now, Tz::UTC);
+            assert_eq!(p.fire, None, "{now}");
+            assert_eq!(p.requeue_after(now, lead), wake, "{now} {lead:?}");
+            assert_eq!(p.read_ahead(now, lead), read.map(utc), "{now} {lead:?}");
+        }
+        // At the occurrence it fires: no read-ahead, next wake `lead` before tomorrow's 08:00.
+        let now = utc("2024-01-02T09:00:00Z");
+        let p = plan(&obj, now, Tz::UTC);
+        assert_eq!(p.fire.as_ref().map(|f| f.scheduled), Some(now));
+        assert_eq!(p.read_ahead(now, secs(10)), None);
+        assert_eq!(p.requeue_after(now, secs(10)), Some(secs(23 * 3600 - 10)));
+        // A wake-up a hair before the occurrence (timer vs wall clock) does not fire early.
+        let now = utc("2024-01-02T08:59:59Z") + chrono::Duration::milliseconds(999);
+        let p = plan(&obj, now, Tz::UTC);
+        assert_eq!(p.fire, None);
+        assert_eq!(p.requeue_after(now, secs(10)), Some(ms(1)));
+        // Suspended or invalid objects never read ahead.
+        let mut spec = daily_pair();
+        spec["suspend"] = json!(true);
+        let suspended = object(spec, "2024-01-02T08:30:00Z", None);
+        let now = utc("2024-01-02T08:59:55Z");
+        let p = plan(&suspended, now, Tz::UTC);
+        assert_eq!(
+            (p.read_ahead(now, secs(10)), p.requeue_after(now, secs(10))),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn own_status_writes_are_not_planned_again() {
+        let secs = std::time::Duration::from_secs;
+        let written = Written {
+            resource_version: "42".into(),
+            wake: utc("2024-01-02T08:59:50Z"),
+        };
+        // (resourceVersion, now) → requeue without planning
+        let table = [
+            (Some("42"), "2024-01-02T08:00:01Z", Some(secs(3589))),
+            // Another version: someone changed the object.
+            (Some("43"), "2024-01-02T08:00:01Z", None),
+            (None, "2024-01-02T08:00:01Z", None),
+            // The wake-up is due (a late event): plan.
+            (Some("42"), "2024-01-02T08:59:50Z", None),
+            (Some("42"), "2024-01-02T09:00:00Z", None),
+        ];
+        for (rv, now, want) in table {
+            assert_eq!(written.requeue_after(rv, utc(now)), want, "{rv:?} {now}");
+        }
+    }
+
+    #[test]
+    fn status_shows_the_next_occurrence_across_crons() {
+        let obj = object(daily_pair(), "2024-01-02T08:30:00Z", None);
+        let now = utc("2024-01-02T08:31:00Z");
+        let p = plan(&obj, now, Tz::UTC);
+        let status = status_after(&obj, &p, None, now);
+        assert_eq!(
+            status.next_schedule_time,
+            Some(to_time(utc("2024-01-02T09:00:00Z")))
+        );
+        // After the 09:00 fire: tomorrow 08:00 (the earliest of both crons).
+        let (_, after) = step(&obj, utc("2024-01-02T09:00:00Z"));
+        assert_eq!(
+            after.status.and_then(|s| s.next_schedule_time),
+            Some(to_time(utc("2024-01-03T08:00:00Z")))
+        );
+        // Suspended: none.
+        let mut spec = daily_pair();
+        spec["suspend"] = json!(true);
+        let suspended = object(spec, "2024-01-02T08:30:00Z", None);
+        let p = plan(&suspended, now, Tz::UTC);
+        assert_eq!(
+            status_after(&suspended, &p, None, now).next_schedule_time,
+            None
         );
     }
 
@@ -564,7 +738,10 @@ mod tests {
         assert_eq!(p.state, State::Suspended);
         assert_eq!(p.fire, None);
         assert_eq!(p.next, None);
-        assert_eq!(p.requeue_after(utc("2024-01-02T09:30:00Z")), None);
+        assert_eq!(
+            p.requeue_after(utc("2024-01-02T09:30:00Z"), std::time::Duration::ZERO),
+            None
+        );
         let status = after.status.clone().expect("status");
         assert_eq!(condition_label(&status), "suspended");
         assert!(

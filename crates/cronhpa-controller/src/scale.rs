@@ -1,10 +1,19 @@
 //! Scaling a target: through its scale subresource (found by discovery, cached), or — for an
 //! `autoscaling` HorizontalPodAutoscaler target — by moving the HPA's bounds.
+//!
+//! **Read-ahead**: shortly before an occurrence the controller reads the target
+//! ([`Scaler::prepare`]); at the scheduled time the write goes out at once with the
+//! `resourceVersion` of that read (optimistic concurrency: if the target changed in between,
+//! the write conflicts and is retried after a fresh read, as any conflict). A read-ahead only
+//! replaces the read of the *first* attempt, only for the occurrence it was made for, and only
+//! when it says a write is needed; "already at size" is always confirmed by a read at the
+//! scheduled time, so a no-op never rests on a stale read.
 
 use std::{collections::HashMap, sync::Mutex};
 
 use addon_common::api::cronhpa::CrossVersionObjectReference;
 use addon_common::k8s_openapi::api::autoscaling::{v1::Scale, v2::HorizontalPodAutoscaler};
+use chrono::{DateTime, Utc};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
@@ -65,11 +74,77 @@ pub fn hpa_bounds(
     (!unchanged).then_some(bounds)
 }
 
-/// Scales targets; holds the discovery cache.
+/// A target as read ahead of an occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    /// The scale subresource.
+    Scale(Box<Scale>),
+    /// HPA mode: the HorizontalPodAutoscaler.
+    Hpa(Box<HorizontalPodAutoscaler>),
+}
+
+/// A read-ahead, kept until the occurrence it was made for fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Namespace of the target.
+    pub namespace: String,
+    /// The target.
+    pub target: CrossVersionObjectReference,
+    /// Scheduled time of the occurrence.
+    pub occurrence: DateTime<Utc>,
+    /// What was read.
+    pub snapshot: Snapshot,
+}
+
+impl Prepared {
+    /// Whether this read-ahead was made for `target` (in `namespace`) and `occurrence`.
+    pub fn is_for(
+        &self,
+        namespace: &str,
+        target: &CrossVersionObjectReference,
+        occurrence: DateTime<Utc>,
+    ) -> bool {
+        self.namespace == namespace && self.target == *target && self.occurrence == occurrence
+    }
+
+    /// The snapshot to use instead of the first read when setting `replicas`: only when it
+    /// says a write is needed (an "already at size" must be confirmed by a fresh read).
+    pub fn first_read(self, replicas: i32) -> Option<Snapshot> {
+        let needs_write = match &self.snapshot {
+            Snapshot::Scale(s) => scale_replicas(s) != replicas,
+            Snapshot::Hpa(h) => hpa_bounds_for(h, replicas).is_some(),
+        };
+        needs_write.then_some(self.snapshot)
+    }
+}
+
+fn scale_replicas(scale: &Scale) -> i32 {
+    scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+fn hpa_bounds_for(hpa: &HorizontalPodAutoscaler, replicas: i32) -> Option<HpaBounds> {
+    let spec = hpa.spec.as_ref();
+    let annotated = hpa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ORIGINAL_MAX_ANNOTATION))
+        .and_then(|v| v.parse::<i32>().ok());
+    hpa_bounds(
+        spec.and_then(|s| s.min_replicas),
+        spec.map_or(0, |s| s.max_replicas),
+        annotated,
+        replicas,
+    )
+}
+
+/// Scales targets; holds the discovery cache and the read-aheads.
 pub struct Scaler {
     client: Client,
     /// (apiVersion, kind) → resource; only kinds with a scale subresource are cached.
     cache: Mutex<HashMap<(String, String), ApiResource>>,
+    /// Object key → read-ahead of its next occurrence (at most one per CronHPA).
+    prepared: Mutex<HashMap<String, Prepared>>,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -86,7 +161,102 @@ impl Scaler {
         Self {
             client,
             cache: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn is_hpa(api_version: &str, target: &CrossVersionObjectReference) -> bool {
+        target.kind == "HorizontalPodAutoscaler" && api_version.starts_with("autoscaling/")
+    }
+
+    /// Reads `target` ahead of `occurrence` for the CronHPA `key` (an object key), unless that
+    /// is already done. A failed read is only logged: the occurrence then reads at its time.
+    pub async fn prepare(
+        &self,
+        key: &str,
+        namespace: &str,
+        target: &CrossVersionObjectReference,
+        occurrence: DateTime<Utc>,
+    ) {
+        let done = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|p| p.is_for(namespace, target, occurrence));
+        if done {
+            return;
+        }
+        let api_version = Self::api_version(target);
+        let read = if Self::is_hpa(&api_version, target) {
+            Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), namespace)
+                .get(&target.name)
+                .await
+                .map(|h| Snapshot::Hpa(Box::new(h)))
+                .map_err(|e| e.to_string())
+        } else {
+            match self.resolve(&api_version, &target.kind).await {
+                Ok(ar) => {
+                    Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &ar)
+                        .get_scale(&target.name)
+                        .await
+                        .map(|s| Snapshot::Scale(Box::new(s)))
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match read {
+            Ok(snapshot) => {
+                self.prepared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        key.to_owned(),
+                        Prepared {
+                            namespace: namespace.to_owned(),
+                            target: target.clone(),
+                            occurrence,
+                            snapshot,
+                        },
+                    );
+            }
+            Err(error) => {
+                tracing::debug!(object = key, %error, "read-ahead failed; reading at the scheduled time");
+            }
+        }
+    }
+
+    /// Takes the read-ahead of `key` if it was made for this target and occurrence (a
+    /// read-ahead is used once; one for another occurrence or target is dropped).
+    fn take_prepared(
+        &self,
+        key: &str,
+        namespace: &str,
+        target: &CrossVersionObjectReference,
+        occurrence: DateTime<Utc>,
+    ) -> Option<Prepared> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+            .filter(|p| p.is_for(namespace, target, occurrence))
+    }
+
+    /// Drops the read-aheads of objects for which `keep` is false (deleted objects).
+    pub fn retain_prepared(&self, keep: impl Fn(&str) -> bool) {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep(k));
+    }
+
+    /// Number of read-aheads held.
+    pub fn prepared_len(&self) -> usize {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     fn api_version(target: &CrossVersionObjectReference) -> String {
@@ -140,17 +310,33 @@ impl Scaler {
             .remove(&(api_version.to_owned(), kind.to_owned()));
     }
 
-    /// Sets the replicas of `target` (in `namespace`) to `replicas`.
+    /// Sets the replicas of `target` (in `namespace`) to `replicas` for the `occurrence` of
+    /// the CronHPA `key`, using its read-ahead when there is a usable one.
     pub async fn scale(
         &self,
+        key: &str,
         namespace: &str,
         target: &CrossVersionObjectReference,
         replicas: i32,
+        occurrence: DateTime<Utc>,
     ) -> Result<Scaled> {
+        let first = self
+            .take_prepared(key, namespace, target, occurrence)
+            .and_then(|p| p.first_read(replicas));
         let api_version = Self::api_version(target);
-        if target.kind == "HorizontalPodAutoscaler" && api_version.starts_with("autoscaling/") {
-            return self.scale_hpa(namespace, &target.name, replicas).await;
+        if Self::is_hpa(&api_version, target) {
+            let first = match first {
+                Some(Snapshot::Hpa(h)) => Some(*h),
+                _ => None,
+            };
+            return self
+                .scale_hpa(namespace, &target.name, replicas, first)
+                .await;
         }
+        let mut first = match first {
+            Some(Snapshot::Scale(s)) => Some(*s),
+            _ => None,
+        };
         let ar = self.resolve(&api_version, &target.kind).await?;
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
         let name = &target.name;
@@ -158,7 +344,11 @@ impl Scaler {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let scale: Scale = match api.get_scale(name).await {
+            let read = match first.take() {
+                Some(s) => Ok(s),
+                None => api.get_scale(name).await,
+            };
+            let scale: Scale = match read {
                 Ok(s) => s,
                 Err(source) => {
                     if is_not_found(&source) {
@@ -171,8 +361,7 @@ impl Scaler {
                     });
                 }
             };
-            let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            if current == replicas {
+            if scale_replicas(&scale) == replicas {
                 return Ok(Scaled {
                     changed: false,
                     message: format!("Already at {replicas} replicas"),
@@ -205,26 +394,26 @@ impl Scaler {
         }
     }
 
-    async fn scale_hpa(&self, namespace: &str, name: &str, replicas: i32) -> Result<Scaled> {
+    async fn scale_hpa(
+        &self,
+        namespace: &str,
+        name: &str,
+        replicas: i32,
+        mut first: Option<HorizontalPodAutoscaler>,
+    ) -> Result<Scaled> {
         let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), namespace);
         let label = format!("HorizontalPodAutoscaler {namespace}/{name}");
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let hpa = api.get(name).await.map_err(|source| Error::GetScale {
-                target: label.clone(),
-                source,
-            })?;
-            let spec = hpa.spec.clone().unwrap_or_default();
-            let annotated = hpa
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ORIGINAL_MAX_ANNOTATION))
-                .and_then(|v| v.parse::<i32>().ok());
-            let Some(bounds) =
-                hpa_bounds(spec.min_replicas, spec.max_replicas, annotated, replicas)
-            else {
+            let hpa = match first.take() {
+                Some(h) => h,
+                None => api.get(name).await.map_err(|source| Error::GetScale {
+                    target: label.clone(),
+                    source,
+                })?,
+            };
+            let Some(bounds) = hpa_bounds_for(&hpa, replicas) else {
                 return Ok(Scaled {
                     changed: false,
                     message: format!("HPA already has minReplicas {replicas}"),
@@ -291,6 +480,72 @@ mod tests {
         for ((min, max, ann, target), want) in table {
             let got = hpa_bounds(min, max, ann, target).map(|b| (b.min, b.max, b.original_max));
             assert_eq!(got, want, "{min:?} {max} {ann:?} {target}");
+        }
+    }
+
+    fn prepared(snapshot: Snapshot) -> Prepared {
+        Prepared {
+            namespace: "default".into(),
+            target: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            occurrence: DateTime::from_timestamp(1_704_182_400, 0).unwrap_or_default(),
+            snapshot,
+        }
+    }
+
+    fn scale(replicas: i32) -> Snapshot {
+        Snapshot::Scale(Box::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "resourceVersion": "7"},
+                "spec": {"replicas": replicas}
+            }))
+            .expect("scale"),
+        ))
+    }
+
+    fn hpa(min: i32, max: i32) -> Snapshot {
+        Snapshot::Hpa(Box::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "resourceVersion": "7"},
+                "spec": {"minReplicas": min, "maxReplicas": max,
+                         "scaleTargetRef": {"kind": "Deployment", "name": "web"}}
+            }))
+            .expect("hpa"),
+        ))
+    }
+
+    #[test]
+    fn a_read_ahead_is_used_only_for_its_occurrence_and_only_when_it_says_write() {
+        let p = prepared(scale(3));
+        let (ns, target, at) = (p.namespace.clone(), p.target.clone(), p.occurrence);
+        assert!(p.is_for(&ns, &target, at));
+        assert!(
+            !p.is_for(&ns, &target, at + chrono::Duration::hours(1)),
+            "other occurrence"
+        );
+        assert!(!p.is_for("other", &target, at), "other namespace");
+        let other = CrossVersionObjectReference {
+            name: "db".into(),
+            ..target.clone()
+        };
+        assert!(!p.is_for(&ns, &other, at), "spec changed to another target");
+        // (snapshot, target replicas) → used as the first read?
+        let table = [
+            (scale(3), 60, true),
+            // Already at size per the read-ahead: confirmed by a fresh read instead.
+            (scale(60), 60, false),
+            (hpa(2, 100), 60, true),
+            (hpa(60, 100), 60, false),
+        ];
+        for (snapshot, replicas, used) in table {
+            let got = prepared(snapshot.clone()).first_read(replicas);
+            assert_eq!(got.is_some(), used, "{snapshot:?} → {replicas}");
+            if used {
+                assert_eq!(got, Some(snapshot));
+            }
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::{Cron, parser::CronParser, parser::Seconds, parser::Year};
 
@@ -49,6 +49,30 @@ const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+/// Most expressions [`parse_schedule_cached`] remembers; the memo is emptied when full.
+pub const PARSE_CACHE_LIMIT: usize = 4096;
+
+type ParseCache = std::collections::HashMap<String, Result<Schedule, String>>;
+
+/// [`parse_schedule`], memoized by expression. Every reconciliation validates its object, and
+/// parsing (croner) was the controller's costliest step when 10,000 objects fire at once;
+/// objects mostly share a few expressions. Bounded by [`PARSE_CACHE_LIMIT`].
+pub fn parse_schedule_cached(expr: &str) -> Result<Schedule, String> {
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<ParseCache>> =
+        std::sync::LazyLock::new(Default::default);
+    let cache = || CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = cache().get(expr) {
+        return hit.clone();
+    }
+    let parsed = parse_schedule(expr);
+    let mut cache = cache();
+    if cache.len() >= PARSE_CACHE_LIMIT {
+        cache.clear();
+    }
+    cache.insert(expr.to_owned(), parsed.clone());
+    parsed
+}
 
 /// Parses a schedule of the CronHPA dialect (see the module documentation). The error is a
 /// human-readable reason, without the schedule itself (callers quote it with its field path).
@@ -291,7 +315,10 @@ impl Schedule {
                     .find(|t| *t > after && !exclusions.contains(t.with_timezone(&tz).date_naive()))
             }
             Schedule::Cron(cron) => {
-                let mut cursor = carrier(after.with_timezone(&tz).naive_local());
+                // croner keeps the sub-second part of the instant it starts from; occurrences
+                // are whole seconds (else a wake-up planned at 08:59:59.7 would be 0.7 s late).
+                let after_second = after.trunc_subsecs(0);
+                let mut cursor = carrier(after_second.with_timezone(&tz).naive_local());
                 for _ in 0..MAX_STEPS {
                     let candidate = cron.find_next_occurrence(&cursor, false).ok()?;
                     let local = candidate.naive_utc();
@@ -351,7 +378,8 @@ impl Schedule {
             }
             Schedule::Cron(cron) => {
                 let floor_local = floor.with_timezone(&tz).naive_local() - DST_SLACK;
-                let mut cursor = carrier(at.with_timezone(&tz).naive_local() + DST_SLACK);
+                let at_second = at.trunc_subsecs(0);
+                let mut cursor = carrier(at_second.with_timezone(&tz).naive_local() + DST_SLACK);
                 let mut inclusive = true;
                 for _ in 0..MAX_STEPS {
                     let candidate = cron.find_previous_occurrence(&cursor, inclusive).ok()?;
@@ -735,6 +763,48 @@ mod tests {
                 2
             ),
             ["2024-04-06T14:45:00+00:00", "2024-04-07T15:15:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn the_memoized_parser_answers_as_the_parser() {
+        let at = utc("2024-01-02T08:59:59Z");
+        let none = Exclusions::default();
+        for expr in [
+            "0 9 * * *",
+            "@every 90m",
+            "0 23 * * 7",
+            "not a schedule",
+            "0 23 * * 8",
+        ] {
+            for _ in 0..2 {
+                let (cached, direct) = (parse_schedule_cached(expr), parse_schedule(expr));
+                match (cached, direct) {
+                    (Ok(c), Ok(d)) => assert_eq!(
+                        c.next_after(at, Tz::UTC, at, &none),
+                        d.next_after(at, Tz::UTC, at, &none),
+                        "{expr}"
+                    ),
+                    (Err(c), Err(d)) => assert_eq!(c, d, "{expr}"),
+                    (c, d) => panic!("{expr}: {c:?} vs {d:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn occurrences_are_whole_seconds_whatever_the_instant_asked_about() {
+        let none = Exclusions::default();
+        let s = parse_schedule("0 9 * * *").expect("parse");
+        let at = utc("2024-01-02T08:59:59Z") + Duration::milliseconds(999);
+        assert_eq!(
+            s.next_after(at, Tz::UTC, at, &none),
+            Some(utc("2024-01-02T09:00:00Z"))
+        );
+        let at = utc("2024-01-02T09:00:00Z") + Duration::milliseconds(250);
+        assert_eq!(
+            s.latest_in(utc("2024-01-01T00:00:00Z"), at, Tz::UTC, at, &none),
+            Some(utc("2024-01-02T09:00:00Z"))
         );
     }
 

@@ -4,7 +4,9 @@
 use addon_common::api::cronhpa::CronHPASpec;
 use chrono_tz::Tz;
 
-use crate::schedule::{Exclusions, Schedule, parse_exclusion, parse_schedule, parse_time_zone};
+use crate::schedule::{
+    Exclusions, Schedule, parse_exclusion, parse_schedule_cached, parse_time_zone,
+};
 
 /// One problem, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,7 @@ pub fn validate(spec: &CronHPASpec, default_tz: Tz) -> Result<Compiled, Vec<Fiel
     }
     let mut schedules = Vec::with_capacity(spec.crons.len());
     for (i, cron) in spec.crons.iter().enumerate() {
-        match parse_schedule(&cron.schedule) {
+        match parse_schedule_cached(&cron.schedule) {
             Ok(s) => schedules.push(s),
             Err(e) => push(
                 format!("spec.crons[{i}].schedule"),

@@ -44,8 +44,10 @@ struct State {
     watch: Option<broadcast::Sender<Value>>,
 }
 
+/// The state, and a gate every Event request passes (a test holding its write lock blocks
+/// Event publication).
 #[derive(Clone, Default)]
-struct MockApi(Arc<Mutex<State>>);
+struct MockApi(Arc<Mutex<State>>, Arc<tokio::sync::RwLock<()>>);
 
 enum Reply {
     Json(u16, Value),
@@ -71,6 +73,12 @@ impl MockApi {
             let api = api.clone();
             async move {
                 let (parts, body) = req.into_parts();
+                let gate = api.1.clone();
+                let _pass = if parts.uri.path().starts_with("/apis/events.k8s.io/") {
+                    Some(gate.read_owned().await)
+                } else {
+                    None
+                };
                 let body = body
                     .collect()
                     .await
@@ -159,6 +167,23 @@ impl MockApi {
             }
             if path.starts_with("/apis/events.k8s.io/v1/") {
                 let mut event = body;
+                if *method == Method::PATCH {
+                    // A series update: merge the patch into the event it names (one entry
+                    // per publish, as the tests count them).
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    if let Some(mut merged) = s
+                        .events
+                        .iter()
+                        .rev()
+                        .find(|e| e["metadata"]["name"] == name)
+                        .cloned()
+                    {
+                        for (k, v) in event.as_object().cloned().unwrap_or_default() {
+                            merged[k] = v;
+                        }
+                        event = merged;
+                    }
+                }
                 if event["metadata"]["name"].is_null() {
                     event["metadata"]["name"] = json!(format!("event-{rv}"));
                 }
@@ -359,8 +384,8 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
     );
     assert_eq!(
         action,
-        Action::requeue(Duration::from_secs(9 * 3600)),
-        "next: 19:00"
+        Action::requeue(Duration::from_secs(9 * 3600 - 10)),
+        "next: 19:00, woken 10 s early to read the target ahead"
     );
 
     let stored = api.cronhpa("web-servers-cronhpa");
@@ -372,6 +397,7 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
     let crons = status.crons.expect("crons");
     assert_eq!(crons.len(), 4);
     assert_eq!(crons[1].message.as_deref(), Some("New size: 10"));
+    ctx.events.flush().await;
     assert_eq!(
         api.event_reasons(),
         [("SuccessfulRescale".to_owned(), "New size: 10".to_owned())]
@@ -389,7 +415,7 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
         patches,
         "an unchanged status is not rewritten"
     );
-    assert_eq!(action, Action::requeue(Duration::from_secs(9 * 3600)));
+    assert_eq!(action, Action::requeue(Duration::from_secs(9 * 3600 - 10)));
 
     // At 19:00 the timer fires.
     clock.set("2024-01-02T19:00:00Z");
@@ -492,6 +518,8 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
         Some("2024-01-02T07:00:00Z".to_owned()),
         "not applied yet"
     );
+    // The fire path does not wait for its Event; the Event is published in the background.
+    ctx.events.flush().await;
 
     clock.set("2024-01-02T08:00:01Z");
     let err = reconcile(Arc::new(stored.clone()), ctx.clone())
@@ -507,6 +535,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
         .await
         .expect("recovers");
     assert_eq!(api.replicas("web-servers"), 60);
+    ctx.events.flush().await;
     let reasons: Vec<_> = api.event_reasons().into_iter().map(|(r, _)| r).collect();
     assert_eq!(
         reasons,
@@ -564,6 +593,7 @@ async fn an_invalid_object_does_not_affect_valid_ones() {
             .message
             .contains(r#"spec.crons[0].schedule: invalid schedule "0 23 * * 8""#)
     );
+    ctx.events.flush().await;
     let events = api.event_reasons();
     assert!(
         events
@@ -572,9 +602,10 @@ async fn an_invalid_object_does_not_affect_valid_ones() {
         "{events:?}"
     );
     // Re-reconciling the invalid object does not repeat the Warning.
-    reconcile(Arc::new(api.cronhpa("bad")), ctx)
+    reconcile(Arc::new(api.cronhpa("bad")), ctx.clone())
         .await
         .expect("again");
+    ctx.events.flush().await;
     assert_eq!(
         api.event_reasons()
             .iter()
@@ -595,8 +626,11 @@ async fn already_at_size_writes_nothing_but_the_status() {
     api.add_deployment("web-servers", 60);
     let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
-    reconcile(Arc::new(obj), ctx).await.expect("reconcile");
+    reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect("reconcile");
     assert_eq!(api.count("PUT"), 0);
+    ctx.events.flush().await;
     assert!(api.event_reasons().is_empty());
     let status = api.cronhpa("web-servers-cronhpa").status.expect("status");
     assert_eq!(
@@ -605,8 +639,8 @@ async fn already_at_size_writes_nothing_but_the_status() {
     );
 }
 
-#[tokio::test]
-async fn hpa_mode_moves_the_bounds_instead_of_the_replicas() {
+/// An HPA `web` (min 2, max `max_replicas`) and the seed's web-servers CronHPA targeting it.
+fn hpa_target(max_replicas: i32) -> (MockApi, CronHPA) {
     let api = MockApi::default();
     api.with(|s| {
         s.objects.insert(
@@ -614,13 +648,19 @@ async fn hpa_mode_moves_the_bounds_instead_of_the_replicas() {
             json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                    "metadata": {"name": "web", "namespace": "default", "resourceVersion": "1"},
                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-                            "minReplicas": 2, "maxReplicas": 10}}),
+                            "minReplicas": 2, "maxReplicas": max_replicas}}),
         )
     });
     let mut v = web_servers(Some("2024-01-02T07:00:00Z"));
     v["spec"]["scaleTargetRef"] =
         json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "web"});
     let obj = api.add_cronhpa(&v);
+    (api, obj)
+}
+
+#[tokio::test]
+async fn hpa_mode_moves_the_bounds_instead_of_the_replicas() {
+    let (api, obj) = hpa_target(10);
     let clock = ManualClock::new("2024-01-02T08:00:00Z");
     let (ctx, _) = context(&api, clock.clone());
     reconcile(Arc::new(obj), ctx.clone()).await.expect("08:00");
@@ -660,8 +700,11 @@ async fn a_kind_without_scale_subresource_is_reported() {
         json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "x"});
     let obj = api.add_cronhpa(&v);
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
-    let err = reconcile(Arc::new(obj), ctx).await.expect_err("no scale");
+    let err = reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect_err("no scale");
     assert_eq!(err.metric_label(), "no_scale_subresource");
+    ctx.events.flush().await;
     let events = api.event_reasons();
     assert_eq!(events[0].0, "FailedGetScale");
     assert!(
@@ -744,20 +787,44 @@ async fn controller_fires_on_timers_without_polling() {
         assert!((0..1000).contains(&late), "{put} vs {want}");
     }
     // Timer-driven: no request between the two fires but the watch's periodic renewal
-    // (timeoutSeconds=290, as against a real API server).
-    let quiet: Vec<String> = api.with(|s| {
-        s.log
-            .iter()
-            .filter(|(l, t)| {
-                let at = clock.at(*t);
-                !l.starts_with("WATCH ")
-                    && at > utc("2024-01-02T08:00:05Z")
-                    && at < utc("2024-01-02T08:59:59Z")
-            })
-            .map(|(l, _)| l.clone())
-            .collect()
-    });
+    // (timeoutSeconds=290, as against a real API server) and the read-ahead of the target
+    // 10 s before the occurrence; at the occurrence only the write goes out.
+    let between = |from: &str, to: &str| -> Vec<String> {
+        api.with(|s| {
+            s.log
+                .iter()
+                .filter(|(l, t)| {
+                    let at = clock.at(*t);
+                    !l.starts_with("WATCH ") && at > utc(from) && at < utc(to)
+                })
+                .map(|(l, _)| l.clone())
+                .collect()
+        })
+    };
+    let quiet = between("2024-01-02T08:00:05Z", "2024-01-02T08:59:50Z");
     assert!(quiet.is_empty(), "{quiet:?}");
+    let scale = format!("{DEPLOYMENTS}/web-servers/scale");
+    let read_ahead = api.times(&format!("GET {scale}"));
+    assert_eq!(read_ahead.len(), 2, "one read-ahead per occurrence");
+    for (read, want) in read_ahead
+        .iter()
+        .zip(["2024-01-02T07:59:50Z", "2024-01-02T08:59:50Z"])
+    {
+        let early = (utc(want) - clock.at(*read)).num_milliseconds();
+        assert!(
+            (-1000..=0).contains(&early),
+            "{} vs {want}",
+            clock.at(*read)
+        );
+    }
+    assert_eq!(
+        between("2024-01-02T08:59:51Z", "2024-01-02T09:00:05Z")
+            .iter()
+            .filter(|l| l.contains("/deployments/"))
+            .collect::<Vec<_>>(),
+        [&format!("PUT {scale}")],
+        "at the occurrence: the write alone"
+    );
     let status = api.cronhpa("web-servers-cronhpa").status.expect("status");
     assert_eq!(
         status.last_schedule_time.map(|t| t.0.to_string()),
@@ -774,4 +841,180 @@ async fn controller_fires_on_timers_without_polling() {
     stop.cancel();
     task.await.expect("controller task");
     assert!(!health.report().contains("cronhpa-controller-cache"));
+}
+
+/// Reconciles `obj` at the read-ahead time and at the occurrence, returning the actions.
+async fn read_ahead_then_fire(
+    api: &MockApi,
+    ctx: &Arc<Context>,
+    clock: &ManualClock,
+    between: impl FnOnce(),
+) -> (Action, Action) {
+    clock.set("2024-01-02T07:59:50Z");
+    let early = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+        .await
+        .expect("read-ahead");
+    between();
+    clock.set("2024-01-02T08:00:00Z");
+    let fire = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+        .await
+        .expect("fire");
+    (early, fire)
+}
+
+#[tokio::test]
+async fn the_target_is_read_ahead_and_written_at_the_scheduled_time() {
+    let api = MockApi::default();
+    api.add_deployment("web-servers", 3);
+    api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
+    let clock = ManualClock::new("2024-01-02T07:59:00Z");
+    let (ctx, _) = context(&api, clock.clone());
+    // 60 s before: nothing is read, the object wakes 10 s before the occurrence.
+    let action = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+        .await
+        .expect("early");
+    assert_eq!(action, Action::requeue(Duration::from_secs(50)));
+    assert_eq!(api.count("GET"), 0);
+
+    let (early, fire) = read_ahead_then_fire(&api, &ctx, &clock, || {}).await;
+    assert_eq!(
+        early,
+        Action::requeue(Duration::from_secs(10)),
+        "then at 08:00"
+    );
+    assert_eq!(api.replicas("web-servers"), 60);
+    let scale = format!("{DEPLOYMENTS}/web-servers/scale");
+    assert_eq!(api.count(&format!("GET {scale}")), 1, "read once, ahead");
+    assert_eq!(api.count(&format!("PUT {scale}")), 1);
+    // Next wake: 10 s before 09:00.
+    assert_eq!(fire, Action::requeue(Duration::from_secs(3600 - 10)));
+    assert_eq!(ctx.scaler.prepared_len(), 0, "a read-ahead is used once");
+    ctx.events.flush().await;
+    assert_eq!(
+        api.event_reasons(),
+        [("SuccessfulRescale".to_owned(), "New size: 60".to_owned())]
+    );
+}
+
+/// A target at `initial` replicas, read ahead at 07:59:50, scaled by hand to `by_hand`
+/// (a new resourceVersion) before the 08:00 occurrence (→ 60). Returns (GETs, PUTs) of the
+/// scale subresource.
+async fn scaled_by_hand_after_the_read_ahead(initial: i32, by_hand: i32) -> (usize, usize) {
+    let api = MockApi::default();
+    api.add_deployment("web-servers", initial);
+    api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
+    let clock = ManualClock::new("2024-01-02T07:59:50Z");
+    let (ctx, _) = context(&api, clock.clone());
+    read_ahead_then_fire(&api, &ctx, &clock, || {
+        api.with(|s| {
+            let d = s
+                .objects
+                .get_mut(&format!("{DEPLOYMENTS}/web-servers"))
+                .expect("d");
+            d["spec"]["replicas"] = json!(by_hand);
+            d["metadata"]["resourceVersion"] = json!("100");
+        })
+    })
+    .await;
+    assert_eq!(api.replicas("web-servers"), 60);
+    let scale = format!("{DEPLOYMENTS}/web-servers/scale");
+    (
+        api.count(&format!("GET {scale}")),
+        api.count(&format!("PUT {scale}")),
+    )
+}
+
+#[tokio::test]
+async fn a_target_changed_after_the_read_ahead_is_read_again() {
+    // The write carrying the read-ahead's resourceVersion conflicts, the target is read again
+    // and written.
+    assert_eq!(scaled_by_hand_after_the_read_ahead(3, 5).await, (2, 2));
+}
+
+#[tokio::test]
+async fn already_at_size_in_the_read_ahead_is_confirmed_at_the_scheduled_time() {
+    // At 60 when read ahead, 42 at 08:00: read again at 08:00 (not trusted), then written.
+    assert_eq!(scaled_by_hand_after_the_read_ahead(60, 42).await, (2, 1));
+}
+
+#[tokio::test]
+async fn hpa_mode_reads_ahead_too() {
+    let (api, _) = hpa_target(100);
+    let clock = ManualClock::new("2024-01-02T07:59:50Z");
+    let (ctx, _) = context(&api, clock.clone());
+    read_ahead_then_fire(&api, &ctx, &clock, || {}).await;
+    let hpa = api.with(|s| s.objects[&format!("{HPAS}/web")].clone());
+    assert_eq!(hpa["spec"]["minReplicas"], 60);
+    assert_eq!(api.count(&format!("GET {HPAS}/web")), 1, "read once, ahead");
+    assert_eq!(api.count(&format!("PATCH {HPAS}/web")), 1);
+}
+
+#[tokio::test]
+async fn events_are_published_off_the_fire_path() {
+    let api = MockApi::default();
+    api.add_deployment("web-servers", 3);
+    let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
+    let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
+    // The Events API hangs: the fire and its status still complete.
+    let blocked = api.1.clone().write_owned().await;
+    reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(api.replicas("web-servers"), 60);
+    let status = api.cronhpa("web-servers-cronhpa").status.expect("status");
+    assert_eq!(
+        status.last_schedule_time.map(|t| t.0.to_string()),
+        Some("2024-01-02T08:00:00Z".to_owned())
+    );
+    assert!(api.event_reasons().is_empty());
+    assert_eq!(ctx.events.pending(), 1);
+    // Once the API answers, the Event is published.
+    drop(blocked);
+    ctx.events.flush().await;
+    assert_eq!(
+        api.event_reasons(),
+        [("SuccessfulRescale".to_owned(), "New size: 60".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn only_the_watch_event_of_our_own_status_write_skips_planning() {
+    let api = MockApi::default();
+    api.add_deployment("web-servers", 3);
+    let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
+    let clock = ManualClock::new("2024-01-02T08:00:00Z");
+    let (ctx, _) = context(&api, clock.clone());
+    let first = reconcile(Arc::new(obj), ctx.clone()).await.expect("08:00");
+    assert_eq!(api.replicas("web-servers"), 60);
+    // Our own write comes back through the watch: same decision, no request.
+    let requests = api.with(|s| s.log.len());
+    clock.set("2024-01-02T08:00:01Z");
+    let again = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+        .await
+        .expect("own write");
+    assert_eq!(api.with(|s| s.log.len()), requests);
+    assert_eq!(
+        (first, again),
+        (
+            Action::requeue(Duration::from_secs(3600 - 10)),
+            Action::requeue(Duration::from_secs(3600 - 11))
+        )
+    );
+    // Someone else changes the object (a new resourceVersion): planned, and a cron added
+    // for 08:00:01 — due at once — fires.
+    api.with(|s| {
+        let c = s
+            .objects
+            .get_mut(&format!("{CRONHPAS}/web-servers-cronhpa"))
+            .expect("c");
+        c["spec"]["crons"]
+            .as_array_mut()
+            .expect("crons")
+            .push(json!({"schedule": "@every 1s", "targetReplicas": 7}));
+        c["metadata"]["resourceVersion"] = json!("500");
+    });
+    reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
+        .await
+        .expect("changed");
+    assert_eq!(api.replicas("web-servers"), 7);
 }

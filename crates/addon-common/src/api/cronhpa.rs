@@ -64,6 +64,12 @@ pub const REASON_FAILED_RESCALE: &str = "FailedRescale";
         description = "Time of the last applied schedule"
     ),
     printcolumn(
+        name = "Next Schedule",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime",
+        description = "Next time any schedule fires (empty when suspended or invalid)"
+    ),
+    printcolumn(
         name = "Time Zone",
         type_ = "string",
         json_path = ".spec.timeZone",
@@ -178,6 +184,12 @@ pub struct CronHPAStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+
+    /// Next time any schedule fires: the earliest of status.crons[].nextScheduleTime (absent
+    /// when suspended, invalid, or when no schedule has an upcoming occurrence). Extension of
+    /// this implementation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
 }
 
 /// State of one schedule of spec.crons.
@@ -278,7 +290,8 @@ mod tests {
                            "message": "excluded date"}],
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled",
                                 "message": "", "lastTransitionTime": "2024-01-01T08:00:00Z"}],
-                "observedGeneration": 3
+                "observedGeneration": 3,
+                "nextScheduleTime": "2024-01-01T09:30:00Z"
             }
         });
         let c: CronHPA = serde_json::from_value(value.clone()).expect("cronhpa");
@@ -327,6 +340,7 @@ mod tests {
                 ("Target", ".spec.scaleTargetRef.name", 0),
                 ("Kind", ".spec.scaleTargetRef.kind", 1),
                 ("Last Schedule", ".status.lastScheduleTime", 0),
+                ("Next Schedule", ".status.nextScheduleTime", 0),
                 ("Time Zone", ".spec.timeZone", 1),
                 ("Suspend", ".spec.suspend", 1),
                 ("Age", ".metadata.creationTimestamp", 0),

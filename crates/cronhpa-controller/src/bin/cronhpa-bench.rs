@@ -10,7 +10,11 @@
 //! targets that no controller touches, so only the CronHPA path is measured) and N CronHPAs
 //! whose one cron fires at the same wall-clock minute (real clock, no offset), then watches
 //! the targets and reports how late each scale landed, plus the controller's CPU time and
-//! RSS while idle and while firing (from /proc).
+//! RSS while idle and while firing (from /proc), and the CPU time of the sandbox and of the
+//! benchmark itself (its watcher) over the same windows: all three share the machine.
+//!
+//! "Idle" ends `--read-ahead` + 2 s before the fire: from then on the controller reads the
+//! targets ahead of the occurrence, which is counted with the firing.
 
 use std::{
     path::PathBuf,
@@ -47,6 +51,20 @@ struct Args {
     /// Concurrent create requests.
     #[arg(long, default_value_t = 64)]
     parallel: usize,
+    /// Passed to the controller's --read-ahead ("0s": read at the scheduled time).
+    #[arg(long, default_value = "10s", value_parser = addon_common::cli::parse_duration)]
+    read_ahead: Duration,
+    /// Passed to the controller's --concurrency.
+    #[arg(long, default_value_t = 256)]
+    concurrency: u16,
+}
+
+/// A target as the benchmark's watcher decodes it: only `spec.replicas` (the rest of the
+/// TApp is skipped while parsing, so the observer costs little next to what it measures).
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Replicas {
+    #[serde(default)]
+    replicas: i32,
 }
 
 struct Proc(Child);
@@ -62,6 +80,39 @@ impl Drop for Proc {
 fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
     let u = addon_common::testing::process_usage(pid)?;
     Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
+}
+
+/// CPU seconds of the controller, the sandbox and this process.
+fn cpus(controller: u32, sandbox: u32) -> anyhow::Result<[f64; 3]> {
+    Ok([
+        usage(controller)?.0,
+        usage(sandbox)?.0,
+        usage(std::process::id())?.0,
+    ])
+}
+
+/// A free loopback port (for the controller's admin server, scraped at the end).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The controller's `/metrics` (plain HTTP/1.0 over loopback).
+async fn scrape(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed) in a scrape.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -170,28 +221,38 @@ async fn main() -> anyhow::Result<()> {
         created_in.as_secs_f64()
     );
 
+    let admin_port = free_port()?;
     let controller = Proc(
         Command::new(bin_dir.join("cronhpa-controller"))
             .arg("--kubeconfig")
             .arg(&kubeconfig)
+            .arg("--admin-address")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .args([
-                "--admin-address",
-                "127.0.0.1:0",
                 "--leader-elect",
                 "false",
                 "--log-filter",
                 "warn",
             ])
+            .arg("--read-ahead")
+            .arg(format!("{}ms", args.read_ahead.as_millis()))
+            .arg("--concurrency")
+            .arg(args.concurrency.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting cronhpa-controller (build it: cargo build --release -p cronhpa-controller)")?,
     );
     let pid = controller.0.id();
+    let sandbox_pid = sandbox.0.id();
 
     // Watch the targets: record when each one reaches 3 replicas.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, DateTime<Utc>)>();
-    let watch_api = tapps.clone();
+    let watch_api: Api<kube::core::Object<Replicas, kube::core::NotUsed>> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<TApp>(&()),
+    );
     let watch_task = tokio::spawn(async move {
         let mut seen = std::collections::HashSet::new();
         let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
@@ -204,21 +265,27 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    // Idle: from 5 s after start until 2 s before the fire.
+    // Idle: from 5 s after start until read-ahead + 2 s before the fire.
+    let quiet_before = args.read_ahead + Duration::from_secs(2);
     let until_fire = (fire - Utc::now()).to_std().unwrap_or_default();
-    if until_fire < Duration::from_secs(10) {
+    if until_fire < quiet_before + Duration::from_secs(8) {
         bail!("not enough time before the fire minute; raise --margin");
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (cpu0, _, _) = usage(pid)?;
+    let cpu0 = cpus(pid, sandbox_pid)?;
     let idle_start = Instant::now();
     let idle_for = (fire - Utc::now())
         .to_std()
         .unwrap_or_default()
-        .saturating_sub(Duration::from_secs(2));
+        .saturating_sub(quiet_before);
     tokio::time::sleep(idle_for).await;
-    let (cpu1, idle_rss, _) = usage(pid)?;
+    let cpu1 = cpus(pid, sandbox_pid)?;
+    let (_, idle_rss, _) = usage(pid)?;
     let idle_secs = idle_start.elapsed().as_secs_f64();
+    // Read-ahead window: until the scheduled time.
+    tokio::time::sleep((fire - Utc::now()).to_std().unwrap_or_default()).await;
+    let cpu_fire = cpus(pid, sandbox_pid)?;
+    let firing_start = Instant::now();
 
     let mut lateness = Vec::with_capacity(n);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -230,8 +297,10 @@ async fn main() -> anyhow::Result<()> {
             _ => break,
         }
     }
-    let firing_secs = (Utc::now() - fire).num_milliseconds() as f64 / 1000.0 + 2.0;
-    let (cpu2, rss, peak) = usage(pid)?;
+    let firing_secs = firing_start.elapsed().as_secs_f64();
+    let cpu2 = cpus(pid, sandbox_pid)?;
+    let (_, rss, peak) = usage(pid)?;
+    let metrics = scrape(admin_port).await.unwrap_or_default();
     watch_task.abort();
     drop(controller);
     drop(sandbox);
@@ -258,14 +327,58 @@ async fn main() -> anyhow::Result<()> {
         lateness.last().copied().unwrap_or(f64::NAN)
     );
     println!("  within 2 s                {within} / {n}");
+    // Completions per half second after the scheduled time: where the throughput goes.
+    let mut per_half: Vec<usize> = Vec::new();
+    for l in &lateness {
+        let bucket = (l.max(0.0) * 2.0) as usize;
+        if per_half.len() <= bucket {
+            per_half.resize(bucket + 1, 0);
+        }
+        per_half[bucket] += 1;
+    }
+    println!("  scales per 0.5 s          {per_half:?}");
+    // The controller's own view: its lag histogram (scale completion minus scheduled time).
+    let lag = |le: &str| {
+        sample(
+            &metrics,
+            &format!("cronhpa_controller_schedule_lag_seconds_bucket{{le=\"{le}\"}}"),
+        )
+        .unwrap_or(f64::NAN)
+    };
     println!(
-        "  controller idle           {:.3} CPU s over {idle_secs:.0} s ({:.2}% of a core), RSS {idle_rss:.1} MiB",
-        cpu1 - cpu0,
-        100.0 * (cpu1 - cpu0) / idle_secs
+        "  controller lag histogram  ≤0.5 s {} · ≤1 s {} · ≤2 s {} · ≤5 s {} of {} (reconciles {})",
+        lag("0.5"),
+        lag("1"),
+        lag("2"),
+        lag("5"),
+        sample(&metrics, "cronhpa_controller_schedule_lag_seconds_count").unwrap_or(f64::NAN),
+        sample(&metrics, "cronhpa_controller_reconcile_total").unwrap_or(f64::NAN)
     );
     println!(
-        "  controller firing         {:.2} CPU s over {firing_secs:.1} s, RSS {rss:.1} MiB, peak RSS {peak:.1} MiB",
-        cpu2 - cpu1
+        "  controller idle           {:.3} CPU s over {idle_secs:.0} s ({:.2}% of a core), RSS {idle_rss:.1} MiB",
+        cpu1[0] - cpu0[0],
+        100.0 * (cpu1[0] - cpu0[0]) / idle_secs
+    );
+    println!(
+        "  controller firing         {:.2} CPU s over {firing_secs:.1} s (from the scheduled time to the last scale), RSS {rss:.1} MiB, peak RSS {peak:.1} MiB",
+        cpu2[0] - cpu_fire[0],
+    );
+    println!(
+        "  controller read-ahead     {:.2} CPU s in the {:.0} s before the scheduled time",
+        cpu_fire[0] - cpu1[0],
+        quiet_before.as_secs_f64()
+    );
+    println!(
+        "  CPU s controller / sandbox / bench: idle {:.2} / {:.2} / {:.2}, read-ahead {:.2} / {:.2} / {:.2}, firing {:.2} / {:.2} / {:.2}",
+        cpu1[0] - cpu0[0],
+        cpu1[1] - cpu0[1],
+        cpu1[2] - cpu0[2],
+        cpu_fire[0] - cpu1[0],
+        cpu_fire[1] - cpu1[1],
+        cpu_fire[2] - cpu1[2],
+        cpu2[0] - cpu_fire[0],
+        cpu2[1] - cpu_fire[1],
+        cpu2[2] - cpu_fire[2]
     );
     if lateness.len() < n {
         bail!("only {} of {n} targets were scaled", lateness.len());
