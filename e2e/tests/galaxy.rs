@@ -67,9 +67,38 @@ fn extender_config(port: u16) -> ExtenderConfig {
     }
 }
 
+/// How a test's galaxy-ipam is set up.
+struct Opts {
+    /// Replaces the seed's range in the pool ConfigMap.
+    range: Option<&'static str>,
+    /// `resyncInterval` of the config file (minutes).
+    resync_minutes: u32,
+    /// Capture galaxy-ipam's output in a file (`ChildProcess::logs`) instead of the test's.
+    log: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            range: None,
+            resync_minutes: 1,
+            log: false,
+        }
+    }
+}
+
 /// Sandbox with 3 nodes in 172.21.64.0/20 scheduling through galaxy-ipam, the CRDs, the
 /// seed's ConfigMap (its range replaced by `range` when given) and the galaxy-ipam binary.
-async fn setup(range: Option<&str>) -> Setup {
+async fn setup(range: Option<&'static str>) -> Setup {
+    setup_with(Opts {
+        range,
+        ..Opts::default()
+    })
+    .await
+}
+
+async fn setup_with(opts: Opts) -> Setup {
+    let range = opts.range;
     let ext_port = free_port();
     let api_port = free_port();
     let scheduler = SchedulerConfig {
@@ -126,33 +155,40 @@ async fn setup(range: Option<&str>) -> Setup {
         }
     }
 
-    // Galaxy's config file: pools from the ConfigMap, the shortest resync (1 minute).
+    // Galaxy's config file: pools from the ConfigMap, the resync interval (1 minute, the
+    // shortest, by default).
     let dir = ScratchDir::new("galaxy-e2e").expect("scratch dir");
     let conf = dir.path().join("galaxy-ipam.json");
-    std::fs::write(&conf, r#"{"schedule_plugin": {"resyncInterval": 1}}"#).expect("config");
+    std::fs::write(
+        &conf,
+        json!({"schedule_plugin": {"resyncInterval": opts.resync_minutes}}).to_string(),
+    )
+    .expect("config");
     let kubeconfig = sandbox.kubeconfig.to_str().expect("path").to_owned();
     let admin = format!("127.0.0.1:{}", free_port());
     let (ext, api) = (ext_port.to_string(), api_port.to_string());
-    let ipam = ChildProcess::start(
-        &workspace_binary("galaxy-ipam"),
-        &[
-            "--kubeconfig",
-            &kubeconfig,
-            "--config",
-            conf.to_str().expect("path"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &ext,
-            "--api-port",
-            &api,
-            "--admin-address",
-            &admin,
-            "--leader-elect",
-            "false",
-        ],
-        &[],
-    )
+    let bin = workspace_binary("galaxy-ipam");
+    let args = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--config",
+        conf.to_str().expect("path"),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &ext,
+        "--api-port",
+        &api,
+        "--admin-address",
+        &admin,
+        "--leader-elect",
+        "false",
+    ];
+    let ipam = if opts.log {
+        ChildProcess::start_logged(&bin, &args, &[], &dir.path().join("galaxy-ipam.log"))
+    } else {
+        ChildProcess::start(&bin, &args, &[])
+    }
     .expect("start galaxy-ipam");
     let mut s = Setup {
         ipam,
@@ -774,6 +810,195 @@ async fn rest_api_lists_and_releases_live_allocations() {
     assert_eq!(code, 400);
 }
 
+/// The rolling-update deadlock fix through a real rollout: an `immutable` Deployment of 2
+/// replicas with `maxSurge: 1, maxUnavailable: 0` holds its 2 IPs when its template changes
+/// (`kubectl patch`). Each surge pod borrows a free IP (a FloatingIP labelled
+/// `galaxy-ipam.tkestack.io/borrowed`), and when an old pod goes its IP is the surplus and is
+/// freed while the borrowed one loses its mark: `kubectl rollout status` completes (Galaxy
+/// deadlocked here) and the app ends with 2 IPs, those of its new pods, none borrowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_of_an_immutable_deployment_borrows_then_frees_the_surplus() {
+    let s = setup(None).await;
+    let k = &s.kubectl;
+    let mut d = deployment("roll", 2, Some("immutable"));
+    d["spec"]["strategy"] =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    apply(k, vec![d]).await;
+    let old = running_pods(k, "app=roll", 2).await;
+
+    // A new template: another image, and new pods that turn Ready only after 1.5 s (the
+    // simulated kubelet's script annotation), so the surge pod's borrowed IP can be seen.
+    let patch = json!({"spec": {"template": {
+        "metadata": {"annotations": {"sim.e2e.tkestack.io/ready-delay-ms": "1500"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}});
+    k.ok(&["patch", "deployment", "roll", "-p", &patch.to_string()])
+        .await
+        .expect("kubectl patch");
+    let borrowed = wait_for("a borrowed FloatingIP", DEADLINE, || async {
+        let v = get_json(
+            k,
+            &[
+                "floatingips.galaxy.k8s.io",
+                "-l",
+                "galaxy-ipam.tkestack.io/borrowed=true",
+            ],
+        )
+        .await?;
+        v["items"].as_array()?.first().cloned()
+    })
+    .await
+    .expect("the surge pod borrows an IP");
+    let key = borrowed["spec"]["key"].as_str().unwrap_or_default();
+    assert!(key.starts_with("dp_default_roll_"), "{borrowed}");
+    assert!(
+        !old.contains_key(key.trim_start_matches("dp_default_roll_")),
+        "borrowed by a new pod: {key}"
+    );
+
+    let out = k
+        .ok(&["rollout", "status", "deployment/roll", "--timeout=60s"])
+        .await
+        .expect("the rollout completes");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let new = running_pods(k, "app=roll", 2).await;
+    assert!(
+        new.keys().all(|n| !old.contains_key(n)),
+        "only new pods: {:?}",
+        new.keys()
+    );
+    let records = wait_for("the old pods' IPs released", DEADLINE, || async {
+        let r = fips(k).await?;
+        (r.len() == 2).then_some(r)
+    })
+    .await
+    .expect("two FloatingIPs");
+    for (pod, p) in &new {
+        let ip = annotated_ip(p).expect("ip");
+        let f = records
+            .get(&ip)
+            .unwrap_or_else(|| panic!("{pod}: no FloatingIP for {ip}"));
+        assert_eq!(
+            f["spec"]["key"].as_str(),
+            Some(format!("dp_default_roll_{pod}").as_str())
+        );
+        assert!(
+            f["metadata"]["labels"]["galaxy-ipam.tkestack.io/borrowed"].is_null(),
+            "{f}"
+        );
+    }
+    let (_, metrics) = http(s.api_port, "GET", "/metrics", None)
+        .await
+        .expect("GET /metrics");
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains(r#"galaxy_ipam_releases_total{decision="free_surplus"} 2"#),
+        "each old pod's IP freed as the surplus: {metrics}"
+    );
+}
+
+/// A new `floatingip-config` (through `kubectl apply`) whose pools no longer contain an
+/// allocated IP is refused: a Warning Event `ConfigRefused` naming the IP shows in `kubectl
+/// describe configmap`, galaxy-ipam logs it, and the old pools stay in force (a new pod still
+/// gets a seed-pool IP; the running pod keeps its FloatingIP). A valid change then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_change_dropping_allocated_ips_is_refused_with_an_event() {
+    let s = setup_with(Opts {
+        log: true,
+        ..Opts::default()
+    })
+    .await;
+    let k = &s.kubectl;
+    apply(k, vec![deployment("keep", 1, None)]).await;
+    let (_, pod) = running_pods(k, "app=keep", 1)
+        .await
+        .into_iter()
+        .next()
+        .expect("pod");
+    let ip = annotated_ip(&pod).expect("ip");
+    assert!(in_seed_pool(&ip));
+
+    let seed = std::fs::read_to_string(
+        workspace_root().join("manifests/galaxy-ipam/floatingip-config.yaml"),
+    )
+    .expect("seed ConfigMap");
+    let out = k
+        .apply(&seed.replace(SEED_RANGE, "192.168.64.100~192.168.64.199"))
+        .await
+        .expect("kubectl apply");
+    assert!(
+        out.contains("configmap/floatingip-config configured"),
+        "{out}"
+    );
+    let described = wait_for("the ConfigRefused event", DEADLINE, || async {
+        let out = k
+            .ok(&[
+                "describe",
+                "configmap",
+                "-n",
+                "kube-system",
+                "floatingip-config",
+            ])
+            .await
+            .ok()?;
+        out.contains("ConfigRefused").then_some(out)
+    })
+    .await
+    .expect("event");
+    let line = described
+        .lines()
+        .find(|l| l.contains("ConfigRefused"))
+        .unwrap_or_default();
+    assert!(line.trim_start().starts_with("Warning"), "{described}");
+    assert!(
+        line.contains("configuration refused") && line.contains(&ip),
+        "{described}"
+    );
+    wait_for("the log line", DEADLINE, || async {
+        let logs = s.ipam.logs();
+        (logs.contains("pool configuration not applied") && logs.contains(&ip)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", s.ipam.logs()));
+
+    // The old pools stay: a new pod gets a seed-pool IP, the running pod keeps its record.
+    apply(k, vec![deployment("after", 1, None)]).await;
+    let (_, after) = running_pods(k, "app=after", 1)
+        .await
+        .into_iter()
+        .next()
+        .expect("pod");
+    let after_ip = annotated_ip(&after).expect("ip");
+    assert!(
+        in_seed_pool(&after_ip),
+        "{after_ip} is from the refused pools"
+    );
+    assert!(fips(k).await.expect("fips").contains_key(&ip));
+    let (_, metrics) = http(s.api_port, "GET", "/metrics", None)
+        .await
+        .expect("GET /metrics");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains(r#"galaxy_ipam_config_updates_total{result="refused"} 1"#),
+        "{metrics}"
+    );
+
+    // A change that keeps every allocated IP applies.
+    k.apply(&seed.replace(SEED_RANGE, "192.168.64.100~192.168.64.251"))
+        .await
+        .expect("kubectl apply");
+    wait_for("the new pools applied", DEADLINE, || async {
+        let (_, m) = http(s.api_port, "GET", "/metrics", None).await.ok()?;
+        m.as_str()?
+            .contains(r#"galaxy_ipam_config_updates_total{result="applied"} 1"#)
+            .then_some(())
+    })
+    .await
+    .expect("applied");
+    assert!(s.ipam.logs().contains("pool configuration applied"));
+}
+
 /// The Galaxy key of a pod of the reliability test (bare pod or Deployment `crowd`).
 fn key_of(pod: &str) -> String {
     if pod.starts_with("bare-") {
@@ -794,17 +1019,27 @@ async fn bound(k: &Kubectl) -> Option<usize> {
     )
 }
 
-/// 60 pods created at once (a 30-replica Deployment and 30 bare pods, in one `kubectl apply`)
-/// on 3 nodes while the galaxy-ipam binary is killed with SIGKILL and restarted 3 times during
-/// scheduling (5 bare pods deleted while it is down). Afterwards every running pod has a
-/// unique IP equal to its FloatingIP (key, node and UID), and after galaxy-ipam's periodic
-/// resync (1 minute, from its config file) no FloatingIP points at a missing pod.
+/// 200 pods created at once (a 100-replica Deployment and 100 bare pods, in one `kubectl
+/// apply`) on 3 nodes while the galaxy-ipam binary is killed with SIGKILL and restarted 3
+/// times during scheduling; while it is down the second time, 10 bare pods that already have
+/// an IP are force-deleted, so nothing but a resync can release their IPs. Afterwards every
+/// running pod has a unique IP equal to its FloatingIP (key, node and UID), and no FloatingIP
+/// points at a missing pod. The config file sets a 60-minute resync interval: the resync that
+/// releases those IPs is the one galaxy-ipam runs when it starts (as Galaxy's `wait.Until`
+/// does), so the outcome is awaited with a short deadline instead of a periodic tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
-    let mut s = setup(Some("192.168.64.10~192.168.64.250")).await;
+async fn two_hundred_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
+    const PODS: usize = 200;
+    const DELETED: usize = 10;
+    let mut s = setup_with(Opts {
+        range: Some("192.168.64.10~192.168.64.250"),
+        resync_minutes: 60,
+        log: false,
+    })
+    .await;
     let k = s.kubectl.clone();
-    let mut objects = vec![deployment("crowd", 30, None)];
-    for i in 0..30 {
+    let mut objects = vec![deployment("crowd", (PODS / 2) as i32, None)];
+    for i in 0..PODS / 2 {
         let mut pod = eni_pod_template("bare", None);
         pod["apiVersion"] = json!("v1");
         pod["kind"] = json!("Pod");
@@ -815,7 +1050,8 @@ async fn sixty_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
     apply(&k, objects).await;
 
     let mut bound_at_kill = Vec::new();
-    for (round, threshold) in [1usize, 15, 30].into_iter().enumerate() {
+    let mut deleted: Vec<String> = Vec::new();
+    for (round, threshold) in [1usize, 50, 100].into_iter().enumerate() {
         let n = wait_for(
             &format!("{threshold} pods bound before kill {}", round + 1),
             DEADLINE,
@@ -826,26 +1062,39 @@ async fn sixty_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
         s.ipam.kill9().await;
         bound_at_kill.push(n);
         if round == 1 {
-            // Deleted while no galaxy-ipam runs: only the resync can release their IPs.
-            let names: Vec<String> = (0..5).map(|i| format!("bare-{i}")).collect();
-            let mut args = vec!["delete", "pod", "--wait=false"];
-            args.extend(names.iter().map(String::as_str));
+            // Bare pods holding an IP, force-deleted while no galaxy-ipam runs: it never sees
+            // them go, so only a resync can release their IPs.
+            let all = pods(&k, "app=bare").await.expect("bare pods");
+            deleted = all
+                .iter()
+                .filter(|p| node_of(p).is_some() && annotated_ip(p).is_some())
+                .map(name)
+                .take(DELETED)
+                .collect();
+            let mut args = vec!["delete", "pod", "--grace-period=0", "--force"];
+            args.extend(deleted.iter().map(String::as_str));
             k.ok(&args).await.expect("delete bare pods");
         }
         s.ipam.restart().await.expect("restart galaxy-ipam");
         wait_active(&mut s).await;
     }
-    println!("pods bound when galaxy-ipam was killed: {bound_at_kill:?}");
+    println!("pods bound when galaxy-ipam was killed: {bound_at_kill:?}; deleted: {deleted:?}");
     assert!(
-        bound_at_kill[0] < 60,
+        bound_at_kill[0] < PODS,
         "the first kill came after scheduling was over: {bound_at_kill:?}"
     );
+    assert_eq!(deleted.len(), DELETED, "bare pods with an IP to delete");
     assert_eq!(s.ipam.starts, 4);
 
-    let all = wait_for("55 pods running", Duration::from_secs(180), || async {
-        let all = pods(&k, "").await?;
-        (all.len() == 55 && all.iter().all(running)).then_some(all)
-    })
+    let live = PODS - DELETED;
+    let all = wait_for(
+        &format!("{live} pods running"),
+        Duration::from_secs(180),
+        || async {
+            let all = pods(&k, "").await?;
+            (all.len() == live && all.iter().all(running)).then_some(all)
+        },
+    )
     .await
     .expect("all running");
 
@@ -873,7 +1122,7 @@ async fn sixty_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
         assert_eq!(attr["Uid"].as_str(), Some(uid(p).as_str()), "{ip}");
     }
 
-    // No FloatingIP for a pod that does not exist, once the resync has run.
+    // No FloatingIP for a pod that does not exist: the resync at start released them.
     let keys: BTreeSet<String> = all.iter().map(|p| key_of(&name(p))).collect();
     let dangling = |records: &BTreeMap<String, Value>| -> Vec<String> {
         records
@@ -883,17 +1132,16 @@ async fn sixty_pods_with_the_binary_killed_repeatedly_never_double_allocate() {
             .collect()
     };
     let left = dangling(&records);
-    println!("FloatingIPs of missing pods before the resync: {left:?}");
     let records = wait_for(
-        "one FloatingIP per running pod (resync)",
-        Duration::from_secs(120),
+        "one FloatingIP per running pod (resync at start)",
+        Duration::from_secs(20),
         || async {
             let records = fips(&k).await?;
-            (records.len() == 55 && dangling(&records).is_empty()).then_some(records)
+            (records.len() == live && dangling(&records).is_empty()).then_some(records)
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}: left {:?}", left));
+    .unwrap_or_else(|e| panic!("{e}: left {left:?}"));
     let ips: BTreeSet<&String> = records.keys().collect();
     assert_eq!(ips, seen.keys().collect(), "FloatingIPs = pod IPs");
     assert!(s.ipam.is_running(), "galaxy-ipam still running");

@@ -44,6 +44,13 @@ pub async fn serve(
         source,
     })?;
     let name = what.to_owned();
+    // Small request/response exchanges on kept-alive connections: as Go's net/http (the
+    // original and kube-scheduler), don't let Nagle's algorithm delay the response.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });

@@ -362,9 +362,12 @@ pub fn vanished(
         .collect()
 }
 
+/// Resyncs at once (right after the recovery: what a predecessor left behind, e.g. the IPs
+/// of pods deleted while no replica ran, is released without waiting an interval; Galaxy's
+/// `wait.Until` does the same), then every `every`.
 async fn resync_loop(plugin: Arc<Plugin>, every: Duration) {
     let mut tick = tokio::time::interval(every);
-    tick.tick().await;
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(error) = resync(&plugin).await {

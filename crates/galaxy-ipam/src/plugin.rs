@@ -367,11 +367,26 @@ impl Plugin {
         target: &Target,
         alloc: Allocation,
     ) -> Result<Option<u32>> {
+        let mut api_time = Duration::ZERO;
+        self.allocate_persist_timed(target, alloc, &mut api_time)
+            .await
+    }
+
+    /// [`Plugin::allocate_persist`], adding the time spent in API calls to `api_time`.
+    async fn allocate_persist_timed(
+        &self,
+        target: &Target,
+        alloc: Allocation,
+        api_time: &mut Duration,
+    ) -> Result<Option<u32>> {
         for _ in 0..32 {
             let Some(ip) = self.ipam.allocate(target, alloc.clone()) else {
                 return Ok(None);
             };
-            match self.create_fip(ip, &alloc).await {
+            let api_start = Instant::now();
+            let created = self.create_fip(ip, &alloc).await;
+            *api_time += api_start.elapsed();
+            match created {
                 Ok(Created::Yes) => return Ok(Some(ip)),
                 Ok(Created::Taken(existing)) => {
                     let theirs = allocation_from_fip(&existing);
@@ -486,9 +501,14 @@ impl Plugin {
             return Ok((Some(replicas), 0));
         }
         let status = d.status.unwrap_or_default();
-        let rolling = d.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0)
-            || i64::from(status.updated_replicas.unwrap_or(0)) < replicas;
-        if !rolling {
+        let rollout = policy::Rollout {
+            generation: d.metadata.generation.unwrap_or(0),
+            observed_generation: status.observed_generation.unwrap_or(0),
+            replicas,
+            updated_replicas: i64::from(status.updated_replicas.unwrap_or(0)),
+            status_replicas: i64::from(status.replicas.unwrap_or(0)),
+        };
+        if !rollout.in_progress() {
             return Ok((Some(replicas), 0));
         }
         let surge = strategy
@@ -755,6 +775,8 @@ impl Plugin {
             ..Allocation::default()
         };
         // Reuse what the key holds (one IP per slot), else allocate in the node's subnet.
+        // The decision time excludes the FloatingIP writes (`api_time`).
+        let mut api_time = Duration::ZERO;
         let mut chosen: Vec<u32> = Vec::new();
         let mut fresh: Vec<u32> = Vec::new();
         let mut result: Result<()> = Ok(());
@@ -789,7 +811,10 @@ impl Plugin {
                     )));
                     break;
                 }
-                if let Err(e) = self.update_fip(*ip, &updated).await {
+                let api_start = Instant::now();
+                let written = self.update_fip(*ip, &updated).await;
+                api_time += api_start.elapsed();
+                if let Err(e) = written {
                     let _ = self.ipam.assign(*ip, &updated.key, cur.clone());
                     result = Err(e);
                     break;
@@ -801,7 +826,10 @@ impl Plugin {
                 node_subnet: Some(subnet),
                 ranges: slot.clone(),
             };
-            match self.allocate_persist(&target, me.clone()).await {
+            match self
+                .allocate_persist_timed(&target, me.clone(), &mut api_time)
+                .await
+            {
                 Ok(Some(ip)) => {
                     chosen.push(ip);
                     fresh.push(ip);
@@ -821,7 +849,7 @@ impl Plugin {
         self.metrics
             .decision
             .with_label_values(&["bind"])
-            .observe(start.elapsed().as_secs_f64());
+            .observe(start.elapsed().saturating_sub(api_time).as_secs_f64());
         if let Err(e) = result {
             // All or nothing: give back what this call allocated.
             for ip in fresh {

@@ -132,6 +132,33 @@ pub fn deployment_quota(app: &str, used: usize, limit: Option<i64>, surge: i64) 
     }
 }
 
+/// What of a Deployment tells whether a rollout is in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// `spec.replicas`.
+    pub replicas: i64,
+    /// `status.updatedReplicas`: pods of the newest ReplicaSet.
+    pub updated_replicas: i64,
+    /// `status.replicas`: pods of every ReplicaSet of the Deployment.
+    pub status_replicas: i64,
+}
+
+impl Rollout {
+    /// A rollout is in progress while the controller has not seen the latest spec, the newest
+    /// ReplicaSet has fewer pods than wanted, or pods of older ReplicaSets remain (what
+    /// `kubectl rollout status` waits for as "old replicas pending termination"). A pod
+    /// deleted and replaced outside a rollout matches none of these.
+    pub fn in_progress(&self) -> bool {
+        self.generation > self.observed_generation
+            || self.updated_replicas < self.replicas
+            || self.status_replicas > self.updated_replicas
+    }
+}
+
 /// Kubernetes' resolution of a Deployment's maxSurge: an int, or a percentage of the replicas
 /// rounded up; default 25%.
 pub fn resolve_max_surge(value: Option<&str>, replicas: i64) -> i64 {
@@ -344,5 +371,43 @@ mod tests {
         assert_eq!(resolve_max_surge(Some("0"), 3), 0);
         assert_eq!(resolve_max_surge(Some("2"), 3), 2);
         assert_eq!(resolve_max_surge(Some("0%"), 3), 0);
+    }
+
+    #[test]
+    fn rollout_in_progress_table() {
+        let done = Rollout {
+            generation: 2,
+            observed_generation: 2,
+            replicas: 2,
+            updated_replicas: 2,
+            status_replicas: 2,
+        };
+        assert!(!done.in_progress(), "complete");
+        for (what, r) in [
+            (
+                "spec changed, not yet observed",
+                Rollout {
+                    generation: 3,
+                    ..done
+                },
+            ),
+            (
+                "new ReplicaSet not yet scaled up",
+                Rollout {
+                    updated_replicas: 1,
+                    status_replicas: 3,
+                    ..done
+                },
+            ),
+            (
+                "new ReplicaSet complete, an old pod left",
+                Rollout {
+                    status_replicas: 3,
+                    ..done
+                },
+            ),
+        ] {
+            assert!(r.in_progress(), "{what}");
+        }
     }
 }

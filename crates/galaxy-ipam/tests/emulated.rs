@@ -1159,3 +1159,337 @@ async fn two_hundred_pods_with_ipam_killed_repeatedly_never_double_allocate() {
     }
     assert_eq!(records.len(), 180, "one FloatingIP per pod");
 }
+
+/// The `PodScheduled=False` message of a pod the scheduler could not place.
+fn unschedulable_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?
+        .message
+        .clone()
+}
+
+/// The IPs of Galaxy's annotation with their ipinfo (prefix length stripped from `ip`).
+fn ipinfos(pod: &Pod) -> Vec<(String, Value)> {
+    let Some(args) = pod
+        .annotations()
+        .get(ARGS)
+        .and_then(|a| serde_json::from_str::<Value>(a).ok())
+    else {
+        return Vec::new();
+    };
+    args["common"]["ipinfos"]
+        .as_array()
+        .map(|infos| {
+            infos
+                .iter()
+                .filter_map(|i| {
+                    let ip = i["ip"].as_str()?.split('/').next()?.to_owned();
+                    Some((ip, i.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ip_in(ip: &str, first: &str, last: &str) -> bool {
+    let v = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().expect("ipv4"));
+    (v(first)..=v(last)).contains(&v(ip))
+}
+
+/// Multi-IP (`request_ip_range`, one IP per inner list) on the cluster, from two pools of the
+/// same node subnet (different pod subnets, gateways and vlans): a bare pod gets one IP per
+/// range in one annotation (its pod IP is the first), both recorded as FloatingIPs of its key
+/// and both released when it is deleted; a StatefulSet pod with `immutable` gets both back
+/// when it is re-created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_ip_request_ranges_on_the_cluster() {
+    let pools = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.200~192.168.64.251"],"subnet":"192.168.64.0/24","gateway":"192.168.64.1"},
+                    {"routableSubnet":"172.21.64.0/20","ips":["10.0.0.2~10.0.0.30"],"subnet":"10.0.0.0/24","gateway":"10.0.0.1","vlan":3}]"#;
+    let env = env(pools, 3).await;
+    let request =
+        r#"{"request_ip_range":[["192.168.64.240~192.168.64.245"],["10.0.0.2~10.0.0.30"]]}"#;
+    let mut template = eni_template("multi", None);
+    template["metadata"]["name"] = json!("multi");
+    template["metadata"]["annotations"][ARGS] = json!(request);
+    let pod: Pod = serde_json::from_value(template).expect("pod");
+    let pods_api = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods_api
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let mut sts = eni_template("multi-sts", Some("immutable"));
+    sts["metadata"]["annotations"][ARGS] = json!(request);
+    let s: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "multi-sts", "namespace": "default"},
+        "spec": {"replicas": 1, "serviceName": "multi-sts", "podManagementPolicy": "Parallel",
+                 "selector": {"matchLabels": {"app": "multi-sts"}}, "template": sts}
+    }))
+    .expect("statefulset");
+    Api::<StatefulSet>::namespaced(env.client.clone(), "default")
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create statefulset");
+
+    let pod = running_pods(&env.client, "multi", 1).await["multi"].clone();
+    let infos = ipinfos(&pod);
+    assert_eq!(infos.len(), 2, "one IP per range: {infos:?}");
+    let (first, second) = (&infos[0], &infos[1]);
+    assert!(
+        ip_in(&first.0, "192.168.64.240", "192.168.64.245"),
+        "{first:?}"
+    );
+    assert_eq!(first.1["ip"], format!("{}/24", first.0));
+    assert_eq!(first.1["gateway"], "192.168.64.1");
+    assert_eq!(first.1["vlan"], 0);
+    assert!(ip_in(&second.0, "10.0.0.2", "10.0.0.30"), "{second:?}");
+    assert_eq!(second.1["gateway"], "10.0.0.1");
+    assert_eq!(second.1["vlan"], 3);
+    assert_eq!(pod_ip(&pod).as_ref(), Some(&first.0), "pod IP is the first");
+    let args: Value = serde_json::from_str(&pod.annotations()[ARGS]).expect("args");
+    assert_eq!(
+        args["request_ip_range"],
+        json!([["192.168.64.240~192.168.64.245"], ["10.0.0.2~10.0.0.30"]]),
+        "the request is kept"
+    );
+    let records = fips(&env.client).await;
+    for (ip, _) in &infos {
+        assert_eq!(records[ip].spec.key, "NULL_default_NULL_multi", "{ip}");
+    }
+
+    let sts_pod = running_pods(&env.client, "multi-sts", 1).await["multi-sts-0"].clone();
+    let sts_ips: Vec<String> = ipinfos(&sts_pod).into_iter().map(|(ip, _)| ip).collect();
+    assert_eq!(sts_ips.len(), 2, "{sts_ips:?}");
+    assert!(!sts_ips.contains(&first.0) && !sts_ips.contains(&second.0));
+
+    // Deleting the bare pod releases both IPs; the StatefulSet pod comes back with its two.
+    pods_api
+        .delete("multi", &DeleteParams::default())
+        .await
+        .expect("delete");
+    pods_api
+        .delete("multi-sts-0", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until(
+        "both FloatingIPs of the bare pod deleted",
+        Duration::from_secs(20),
+        || async {
+            let records = fips(&env.client).await;
+            infos
+                .iter()
+                .all(|(ip, _)| !records.contains_key(ip))
+                .then_some(())
+        },
+    )
+    .await;
+    let again = until(
+        "multi-sts-0 re-created and running",
+        Duration::from_secs(30),
+        || async {
+            let pods = app_pods(&env.client, "multi-sts").await;
+            pods.into_iter().find(|p| {
+                running(p) && p.metadata.uid != sts_pod.metadata.uid && !ipinfos(p).is_empty()
+            })
+        },
+    )
+    .await;
+    let again_ips: Vec<String> = ipinfos(&again).into_iter().map(|(ip, _)| ip).collect();
+    assert_eq!(again_ips, sts_ips, "immutable: the same two IPs");
+    let records = fips(&env.client).await;
+    assert_eq!(records.len(), 2, "{:?}", records.keys());
+    for ip in &sts_ips {
+        assert_eq!(records[ip].spec.key, "sts_default_multi-sts_multi-sts-0");
+    }
+}
+
+/// Pools shared by Deployments (`tke.cloud.tencent.com/eni-ip-pool`) on the cluster: a Pool
+/// created through the REST API with `preAllocateIP` holds `size` IPs at once (FloatingIPs
+/// keyed `pool__<pool>_`); pods of two Deployments sharing it claim only those, the pod over
+/// the size stays Pending with the quota reason, and when one Deployment is deleted its IPs
+/// return to the pool (policy `never`) and the waiting pod gets one. A Pool CR created with
+/// the API (no pre-allocation) allocates new IPs up to its size, then makes pods wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_with_size_and_preallocation_on_the_cluster() {
+    let env = env(SEED_POOL, 3).await;
+    let api = env.ports.1;
+    let (code, body) = http(
+        api,
+        "POST",
+        "/v1/pool",
+        Some(json!({"name": "p1", "size": 3, "preAllocateIP": true})),
+    )
+    .await
+    .expect("POST /v1/pool");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["realPoolSize"], 3, "{body}");
+    let pool_ips: BTreeSet<String> = fips(&env.client)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f.spec.key == "pool__p1_" && f.spec.policy == ReleasePolicy::Never)
+        .map(|(ip, _)| ip)
+        .collect();
+    assert_eq!(pool_ips.len(), 3, "pre-allocated");
+    let (code, body) = http(api, "GET", "/v1/pool/p1", None)
+        .await
+        .expect("GET pool");
+    assert_eq!(code, 200);
+    assert_eq!(
+        body["pool"],
+        json!({"name": "p1", "size": 3, "preAllocateIP": true})
+    );
+    // A Pool CR made with the API: size 1, nothing pre-allocated.
+    let p2: addon_common::api::galaxy::Pool = serde_json::from_value(json!({
+        "apiVersion": "galaxy.k8s.io/v1alpha1", "kind": "Pool",
+        "metadata": {"name": "p2", "namespace": "kube-system"}, "size": 1
+    }))
+    .expect("pool");
+    Api::<addon_common::api::galaxy::Pool>::namespaced(env.client.clone(), "kube-system")
+        .create(&PostParams::default(), &p2)
+        .await
+        .expect("create Pool p2");
+
+    let in_pool = |app: &str, pool: &str, replicas: i32| {
+        let mut template = eni_template(app, None);
+        template["metadata"]["annotations"]["tke.cloud.tencent.com/eni-ip-pool"] = json!(pool);
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                     "template": template}
+        })
+    };
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), "default");
+    for (app, pool, replicas) in [("a", "p1", 2), ("c", "p2", 2)] {
+        let d: Deployment = serde_json::from_value(in_pool(app, pool, replicas)).expect("d");
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create deployment");
+    }
+    let a = running_pods(&env.client, "a", 2).await;
+    let a_ips: BTreeSet<String> = a.values().filter_map(annotated_ip).collect();
+    assert!(a_ips.is_subset(&pool_ips), "{a_ips:?} ⊄ {pool_ips:?}");
+    let d: Deployment = serde_json::from_value(in_pool("b", "p1", 2)).expect("d");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment b");
+
+    // b: one pod claims the pool's last IP, the other waits for the pool.
+    let waiting = |app: &'static str, pool: &'static str, size: usize| {
+        let client = env.client.clone();
+        async move {
+            until(
+                &format!("one running and one waiting pod of {app}"),
+                Duration::from_secs(30),
+                || async {
+                    let pods = app_pods(&client, app).await;
+                    let ran: Vec<&Pod> = pods.iter().filter(|p| running(p)).collect();
+                    let msg = pods.iter().find_map(unschedulable_message)?;
+                    (ran.len() == 1
+                        && msg.contains(&format!(
+                            "pool {pool} has allocated {size} ips with replicas of {size}, wait for releasing"
+                        )))
+                    .then(|| annotated_ip(ran[0]).expect("ip"))
+                },
+            )
+            .await
+        }
+    };
+    let b_ip = waiting("b", "p1", 3).await;
+    assert!(pool_ips.contains(&b_ip) && !a_ips.contains(&b_ip), "{b_ip}");
+    let c_ip = waiting("c", "p2", 1).await;
+    assert!(!pool_ips.contains(&c_ip));
+    let records = fips(&env.client).await;
+    for (name, pod) in &a {
+        let ip = annotated_ip(pod).expect("ip");
+        assert_eq!(
+            records[&ip].spec.key,
+            format!("pool__p1_dp_default_a_{name}")
+        );
+        assert_eq!(records[&ip].spec.policy, ReleasePolicy::Never);
+    }
+    assert!(
+        records[&c_ip]
+            .spec
+            .key
+            .starts_with("pool__p2_dp_default_c_")
+    );
+
+    // a goes: its IPs return to the pool, b's waiting pod takes one.
+    deployments
+        .delete("a", &DeleteParams::background())
+        .await
+        .expect("delete a");
+    let b = running_pods(&env.client, "b", 2).await;
+    let b_ips: BTreeSet<String> = b.values().filter_map(annotated_ip).collect();
+    assert!(b_ips.is_subset(&pool_ips), "{b_ips:?} ⊄ {pool_ips:?}");
+    let records = until(
+        "a's other IP back under pool__p1_",
+        Duration::from_secs(20),
+        || async {
+            let records = fips(&env.client).await;
+            let back = pool_ips
+                .iter()
+                .filter(|ip| records.get(*ip).is_some_and(|f| f.spec.key == "pool__p1_"))
+                .count();
+            (back == 1).then_some(records)
+        },
+    )
+    .await;
+    let p1_ips: BTreeSet<&String> = records
+        .iter()
+        .filter(|(_, f)| f.spec.key.starts_with("pool__p1_"))
+        .map(|(ip, _)| ip)
+        .collect();
+    assert_eq!(p1_ips, pool_ips.iter().collect(), "the pool never grows");
+}
+
+/// A pod deleted while no galaxy-ipam runs (force-deleted: no replica sees it go) has its IP
+/// released by the resync a new leader runs as soon as it has recovered, not an interval later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ips_of_pods_deleted_while_down_are_released_at_start() {
+    let mut env = env(SEED_POOL, 3).await;
+    let pods_api = Api::<Pod>::namespaced(env.client.clone(), "default");
+    for name in ["gone", "stays"] {
+        let mut template = eni_template("solo", None);
+        template["metadata"]["name"] = json!(name);
+        let pod: Pod = serde_json::from_value(template).expect("pod");
+        pods_api
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    let pods = running_pods(&env.client, "solo", 2).await;
+    let gone_ip = annotated_ip(&pods["gone"]).expect("ip");
+    let stays_ip = annotated_ip(&pods["stays"]).expect("ip");
+
+    env.ipam.kill();
+    pods_api
+        .delete("gone", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("force delete");
+    until("the pod gone", Duration::from_secs(10), || async {
+        pods_api.get_opt("gone").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(fips(&env.client).await.contains_key(&gone_ip), "not yet");
+    env.ipam = Replica::start(&env.server, env.ports, PluginConf::default());
+    assert_eq!(PluginConf::default().resync_interval_minutes, 1);
+    until(
+        "the deleted pod's FloatingIP released (well before the 1-minute resync)",
+        Duration::from_secs(15),
+        || async { (!fips(&env.client).await.contains_key(&gone_ip)).then_some(()) },
+    )
+    .await;
+    assert!(fips(&env.client).await.contains_key(&stays_ip));
+}

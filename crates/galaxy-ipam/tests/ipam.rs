@@ -4,7 +4,7 @@
 
 mod mock;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, body::Body};
 use galaxy_ipam::{
@@ -630,6 +630,37 @@ async fn rolling_update_surge_borrows_then_surplus_is_freed() {
             .is_none()
     );
     env.plugin.ipam.check_invariants().expect("invariants");
+}
+
+/// `galaxy_ipam_decision_duration_seconds` is the in-memory decision only: with FloatingIP
+/// creates answered 50 ms late, the bind request takes longer than that, its decision does not.
+#[tokio::test]
+async fn decision_time_excludes_api_writes() {
+    let env = start(seed_store(SEED_FLOATINGIPS)).await;
+    env.shared
+        .lock()
+        .expect("lock")
+        .slow_creates
+        .insert("floatingips".into(), Duration::from_millis(50));
+    env.add_pod(pod("slow", None, None, "u1"));
+    env.schedule("slow").await;
+    let request = env
+        .state
+        .metrics
+        .schedule_latency
+        .with_label_values(&["bind"]);
+    let decision = env.state.metrics.decision.with_label_values(&["bind"]);
+    assert_eq!(decision.get_sample_count(), 1);
+    assert!(
+        request.get_sample_sum() >= 0.05,
+        "{}",
+        request.get_sample_sum()
+    );
+    assert!(
+        decision.get_sample_sum() < 0.025,
+        "decision {} s includes the API write",
+        decision.get_sample_sum()
+    );
 }
 
 /// Multi-IP: one IP per requested range, all in one annotation.

@@ -276,13 +276,18 @@ fn main() {
 /// Scheduling throughput through the simulated cluster (e2e crate).
 #[cfg(feature = "cluster-bench")]
 mod cluster {
-    use std::time::{Duration, Instant};
+    use std::{
+        collections::HashMap,
+        time::{Duration, Instant},
+    };
 
     use addon_common::api::all_crds;
     use e2e::cluster::{
         Cidr, ClusterConfig, ControllersConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
-        SimCluster, scheduler::extender::ManagedResource,
+        SimCluster,
+        scheduler::{SchedulerStats, extender::ManagedResource},
     };
+    use futures::StreamExt;
     use galaxy_ipam::{
         app, config::PluginConf, metrics::Metrics, plugin::Slot, server::ServerState,
     };
@@ -294,8 +299,9 @@ mod cluster {
         apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     };
     use kube::{
-        Api, Client,
+        Api, Client, ResourceExt,
         api::{DeleteParams, ListParams, PostParams},
+        runtime::{WatchStreamExt, watcher},
     };
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
@@ -309,6 +315,30 @@ mod cluster {
         r.unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
+    /// CPU time of this process (user + system), from `/proc/self/stat` (clock ticks of 10 ms).
+    fn cpu_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // fields after the command: state is [0], utime [11], stime [12]
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     async fn deployment(client: &Client, name: &str, replicas: usize, eni: bool) {
         let resources = if eni {
             json!({"requests": {ENI_IP: "1"}, "limits": {ENI_IP: "1"}})
@@ -320,7 +350,8 @@ mod cluster {
                 "metadata": {"name": name, "namespace": "default"},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                     "template": {"metadata": {"labels": {"app": name}},
-                        "spec": {"containers": [{"name": "c", "image": "nginx", "resources": resources}]}}}
+                        "spec": {"terminationGracePeriodSeconds": 0,
+                            "containers": [{"name": "c", "image": "nginx", "resources": resources}]}}}
             })),
             "deployment",
         );
@@ -332,51 +363,101 @@ mod cluster {
         );
     }
 
-    /// Creates `replicas` pods through a Deployment; returns (time until all are bound,
-    /// time until all run).
-    async fn measure(
-        client: &Client,
-        name: &str,
-        replicas: usize,
-        eni: bool,
-    ) -> (Duration, Duration) {
+    /// What one run measured.
+    struct Phase {
+        bound: Duration,
+        running: Duration,
+        /// Per pod: first seen (created) → bound.
+        latency: Vec<Duration>,
+        cpu: Duration,
+    }
+
+    /// Creates `replicas` pods through a Deployment and follows them with a watch (a list
+    /// per poll would cost the API server more than the scheduling being measured).
+    async fn measure(client: &Client, name: &str, replicas: usize, eni: bool) -> Phase {
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let mut events = watcher(
+            pods,
+            watcher::Config::default().labels(&format!("app={name}")),
+        )
+        .default_backoff()
+        .boxed();
+        // the watch is established before anything is created
+        loop {
+            match events.next().await {
+                Some(Ok(watcher::Event::InitDone)) => break,
+                Some(_) => {}
+                None => panic!("pod watch ended"),
+            }
+        }
+        let cpu = cpu_time();
         let start = Instant::now();
         deployment(client, name, replicas, eni).await;
-        let mut bound_at = None;
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        let mut bound: HashMap<String, Duration> = HashMap::new();
+        let mut last_bound = start;
+        let mut running = 0usize;
+        let mut is_running: HashMap<String, bool> = HashMap::new();
+        while running < replicas {
+            let ev = match tokio::time::timeout(Duration::from_secs(600), events.next()).await {
+                Ok(Some(ev)) => ev,
+                _ => panic!(
+                    "{name}: {} bound, {running} running after 10 min",
+                    bound.len()
+                ),
+            };
+            let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
+                continue;
+            };
+            let now = Instant::now();
+            let pod = p.name_any();
+            let first = *seen.entry(pod.clone()).or_insert(now);
+            if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                && !bound.contains_key(&pod)
+            {
+                bound.insert(pod.clone(), now - first);
+                last_bound = now;
+            }
+            let up = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+            if up && !is_running.insert(pod, true).unwrap_or(false) {
+                running += 1;
+            }
+        }
+        Phase {
+            bound: last_bound - start,
+            running: start.elapsed(),
+            latency: bound.into_values().collect(),
+            cpu: cpu_time().saturating_sub(cpu),
+        }
+    }
+
+    /// Deletes the Deployment and waits until its pods are gone.
+    async fn delete(client: &Client, name: &str) -> Duration {
+        let start = Instant::now();
+        must(
+            Api::<Deployment>::namespaced(client.clone(), "default")
+                .delete(name, &DeleteParams::background())
+                .await,
+            "delete",
+        );
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         loop {
-            let list = must(
+            let left = must(
                 pods.list(&ListParams::default().labels(&format!("app={name}")))
                     .await,
-                "list pods",
+                "list",
             );
-            let bound = list
-                .items
-                .iter()
-                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-                .count();
-            let running = list
-                .items
-                .iter()
-                .filter(|p| {
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                        && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
-                })
-                .count();
-            if bound == replicas && bound_at.is_none() {
-                bound_at = Some(start.elapsed());
-            }
-            if running == replicas {
-                break;
+            if left.items.is_empty() {
+                return start.elapsed();
             }
             assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "{name}: {bound} bound, {running} running after 10 min"
+                start.elapsed() < Duration::from_secs(300),
+                "{name}: {} pods left 5 min after deletion",
+                left.items.len()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let all = start.elapsed();
-        (bound_at.unwrap_or(all), all)
     }
 
     pub async fn run(replicas: usize) {
@@ -467,37 +548,25 @@ mod cluster {
             SimCluster::start_with_server(&server, config).await,
             "cluster",
         );
+        let stats = cluster
+            .scheduler_stats()
+            .unwrap_or_else(|| panic!("no scheduler"));
         println!(
-            "galaxy-ipam-bench --cluster: {replicas} pods (one Deployment) on {NODES} simulated nodes, pool of 1021 IPs"
+            "galaxy-ipam-bench --cluster: {replicas} pods (one Deployment) on {NODES} simulated nodes, pool of 1021 IPs; load average {}",
+            loadavg()
         );
 
-        let (bound, all) = measure(&client, "plain", replicas, false).await;
-        report("without the extender (no eni-ip)", replicas, bound, all);
-        must(
-            Api::<Deployment>::namespaced(client.clone(), "default")
-                .delete("plain", &DeleteParams::background())
-                .await,
-            "delete",
-        );
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        loop {
-            let left = must(
-                pods.list(&ListParams::default().labels("app=plain")).await,
-                "list",
-            );
-            if left.items.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let before = Snapshot::of(&stats);
+        let phase = measure(&client, "plain", replicas, false).await;
+        report("without the extender (no eni-ip)", replicas, &phase);
+        Snapshot::of(&stats).since(&before).print(replicas);
+        let took = delete(&client, "plain").await;
+        println!("  (pods deleted in {took:.2?})");
 
-        let (bound, all) = measure(&client, "eni", replicas, true).await;
-        report(
-            "with galaxy-ipam (eni-ip, filter+bind)",
-            replicas,
-            bound,
-            all,
-        );
+        let before = Snapshot::of(&stats);
+        let phase = measure(&client, "eni", replicas, true).await;
+        report("with galaxy-ipam (eni-ip, filter+bind)", replicas, &phase);
+        Snapshot::of(&stats).since(&before).print(replicas);
         let fips = must(
             Api::<addon_common::api::galaxy::FloatingIP>::all(client.clone())
                 .list(&ListParams::default())
@@ -509,22 +578,76 @@ mod cluster {
             let h = metrics.schedule_latency.with_label_values(&[func]);
             let d = metrics.decision.with_label_values(&[func]);
             println!(
-                "  {func:<6} requests={:<5} mean request {:>8.2?} (galaxy_schedule_latency), mean decision {:>8.2?}",
+                "  galaxy-ipam {func:<6} requests={:<5} mean request {:>8.2?} (galaxy_schedule_latency), mean decision {:>8.2?}",
                 h.get_sample_count(),
                 Duration::from_secs_f64(h.get_sample_sum() / h.get_sample_count().max(1) as f64),
                 Duration::from_secs_f64(d.get_sample_sum() / d.get_sample_count().max(1) as f64),
             );
         }
+        println!("load average {}", loadavg());
         cluster.shutdown().await;
         stop.cancel();
     }
 
-    fn report(name: &str, n: usize, bound: Duration, running: Duration) {
+    /// The scheduler's counters at one point: (count, total) per kind.
+    struct Snapshot([(u64, Duration); 5]);
+
+    impl Snapshot {
+        fn of(s: &SchedulerStats) -> Self {
+            Self([
+                s.cycles.get(),
+                s.extender_filter.get(),
+                s.extender_prioritize.get(),
+                s.extender_bind.get(),
+                s.api_bind.get(),
+            ])
+        }
+
+        fn since(&self, before: &Snapshot) -> Snapshot {
+            let mut out = [(0, Duration::ZERO); 5];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = (
+                    self.0[i].0 - before.0[i].0,
+                    self.0[i].1.saturating_sub(before.0[i].1),
+                );
+            }
+            Snapshot(out)
+        }
+
+        fn print(&self, pods: usize) {
+            let names = [
+                "scheduling cycle",
+                "extender filter (round trip)",
+                "extender prioritize (round trip)",
+                "extender bind (background)",
+                "pods/binding (background)",
+            ];
+            for (name, (n, total)) in names.iter().zip(self.0) {
+                if n == 0 {
+                    continue;
+                }
+                println!(
+                    "  {name:<34} n={n:<5} mean {:>9.2?}  total {:>8.2?} ({:>7.2?} per pod)",
+                    total / u32::try_from(n).unwrap_or(u32::MAX),
+                    total,
+                    total / u32::try_from(pods.max(1)).unwrap_or(u32::MAX),
+                );
+            }
+        }
+    }
+
+    fn report(name: &str, n: usize, phase: &Phase) {
+        let mut lat = phase.latency.clone();
+        lat.sort_unstable();
         println!(
-            "{name:<40} all bound in {:>6.2?} ({:>6.0} pods/s), all running in {:>6.2?}",
-            bound,
-            n as f64 / bound.as_secs_f64(),
-            running
+            "{name:<40} all bound in {:>6.2?} ({:>6.0} pods/s), all running in {:>6.2?}; created→bound p50 {:>8.2?} p99 {:>8.2?}; CPU {:>6.2?} ({:.2} cores)",
+            phase.bound,
+            n as f64 / phase.bound.as_secs_f64(),
+            phase.running,
+            super::percentile(&lat, 0.5),
+            super::percentile(&lat, 0.99),
+            phase.cpu,
+            phase.cpu.as_secs_f64() / phase.running.as_secs_f64(),
         );
     }
 }

@@ -27,6 +27,8 @@ pub struct Store {
     pub rv: u64,
     /// Make the next N creates of this plural fail with 500.
     pub fail_creates: BTreeMap<String, usize>,
+    /// Answer creates of this plural only after this long (a slow API server).
+    pub slow_creates: BTreeMap<String, std::time::Duration>,
 }
 
 pub type Shared = Arc<Mutex<Store>>;
@@ -115,6 +117,19 @@ async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, body: By
     let Some(t) = classify(uri.path()) else {
         return status(404, "NotFound", "unknown path");
     };
+    let delay = (method == Method::POST && t.name.is_none())
+        .then(|| {
+            shared
+                .lock()
+                .expect("lock")
+                .slow_creates
+                .get(&t.plural)
+                .copied()
+        })
+        .flatten();
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let mut s = shared.lock().expect("lock");
     let ns = t.ns.clone().unwrap_or_default();
     match (method, t.name.clone(), t.sub.as_deref()) {
