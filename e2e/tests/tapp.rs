@@ -785,3 +785,97 @@ async fn controller_killed_during_rolling_updates_keeps_the_budget() {
     assert_eq!(s.controller.starts, 4);
     s.controller.kill9().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Two replicas with Lease leader election: the standby takes over after a kill -9.
+
+fn replica(kubeconfig: &str, name: &str) -> ChildProcess {
+    ChildProcess::start(
+        &workspace_binary("tapp-controller"),
+        &[
+            "--kubeconfig",
+            kubeconfig,
+            "--admin-address",
+            "127.0.0.1:0",
+            "--leader-elect",
+            "true",
+            "--leader-elect-namespace",
+            "default",
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "500ms",
+            "--webhook-address",
+            "",
+        ],
+        &[("POD_NAME", name.into())],
+    )
+    .expect("start a replica")
+}
+
+async fn lease_holder(k: &Kubectl) -> Option<String> {
+    let holder = jsonpath(k, "lease/tapp-controller", "{.spec.holderIdentity}").await;
+    (!holder.is_empty()).then_some(holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leads_and_the_standby_takes_over_after_kill_9() {
+    let mut s = setup().await;
+    let k = s.kubectl.clone();
+    // This test runs its own replicas, without the webhook.
+    s.controller.kill9().await;
+    k.ok(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "tapp-controller",
+    ])
+    .await
+    .expect("remove the webhook");
+    let kubeconfig = s._sandbox.kubeconfig.to_str().expect("path").to_owned();
+    let mut a = replica(&kubeconfig, "replica-a");
+    let mut b = replica(&kubeconfig, "replica-b");
+    let first = wait_for("a leader", DEADLINE, || lease_holder(&k))
+        .await
+        .expect("leader elected");
+    assert!(
+        ["replica-a", "replica-b"].contains(&first.as_str()),
+        "{first}"
+    );
+
+    let sel = "app=roll";
+    let file = s.dir.path().join("roll.yaml");
+    std::fs::write(&file, roll_tapp("nginx:1")).expect("write");
+    apply_file(&k, &file).await;
+    wait_for("10 pods Running", DEADLINE, || async {
+        let p = pods(&k, sel).await?;
+        (p.len() == 10 && p.values().all(|p| rolled_to(p, "nginx:1"))).then_some(())
+    })
+    .await
+    .expect("created by the leader");
+
+    // kill -9 the leader (no release of the Lease), then roll: the standby must take over
+    // once the Lease expires and finish the rollout.
+    let (leader, standby) = if first == "replica-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    leader.kill9().await;
+    std::fs::write(&file, roll_tapp("nginx:2")).expect("write");
+    apply_file(&k, &file).await;
+    let second = wait_for("a new leader", DEADLINE, || async {
+        lease_holder(&k).await.filter(|h| *h != first)
+    })
+    .await
+    .expect("standby took over");
+    wait_for("every pod on nginx:2", DEADLINE, || async {
+        let p = pods(&k, sel).await?;
+        (p.len() == 10 && p.values().all(|p| rolled_to(p, "nginx:2"))).then_some(())
+    })
+    .await
+    .expect("rollout completed by the new leader");
+    assert!(standby.is_running(), "{second} still running");
+    standby.kill9().await;
+}

@@ -24,7 +24,7 @@ use addon_common::api::{
 use e2e::cluster::{ClusterConfig, SimCluster};
 use futures::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{Event, Pod},
+    api::core::v1::{Event, PersistentVolumeClaim, Pod},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -105,10 +105,14 @@ struct Controller {
 
 impl Controller {
     fn start(client: &Client) -> Self {
+        Self::start_with(client, Flags::default())
+    }
+
+    fn start_with(client: &Client, flags: Flags) -> Self {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::register(&registry).expect("metrics");
         let config = Config {
-            flags: Flags::default(),
+            flags,
             namespace: None,
             watch_nodes: true,
             workers: 0,
@@ -908,6 +912,273 @@ async fn evicted_pod_of_an_always_instance_is_migrated() {
     })
     .await;
     assert_eq!(app_status(&t), "Running");
+    let _ = &env.server;
+}
+
+fn claims_tapp(name: &str, policy: Option<Value>) -> Value {
+    let mut t = json!({
+        "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "db", "image": "postgres:16",
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}],
+        }
+    });
+    if let Some(p) = policy {
+        t["spec"]["persistentVolumeClaimRetentionPolicy"] = p;
+    }
+    t
+}
+
+async fn claim_uids(client: &Client, name: &str) -> BTreeMap<String, String> {
+    let api: Api<PersistentVolumeClaim> = Api::default_namespaced(client.clone());
+    api.list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.name_any(), c.metadata.uid.clone().unwrap_or_default()))
+        .filter(|(n, _)| n.starts_with(&format!("data-{name}-")))
+        .collect()
+}
+
+async fn scale(client: &Client, name: &str, replicas: i32) {
+    tapps(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .expect("scale");
+}
+
+/// Claims `<claim>-<tapp>-<id>` are mounted by their pod and reused on scale
+/// up; without a retention policy (the original) they stay on scale down and go with the
+/// TApp; `whenScaled: Delete` removes the claims of removed ids, `whenDeleted: Retain` keeps
+/// them after the TApp is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_claims_are_reused_and_follow_the_retention_policy() {
+    let env = env(2).await;
+    let client = env.client.clone();
+    let _controller = Controller::start(&client);
+    create(&client, claims_tapp("kept", None)).await;
+    let policy = json!({"whenScaled": "Delete", "whenDeleted": "Retain"});
+    create(&client, claims_tapp("pruned", Some(policy))).await;
+    for name in ["kept", "pruned"] {
+        tapp_until(&client, name, "running", |t| {
+            statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+        })
+        .await;
+        let pods = pod_map(&client, &format!("app={name}")).await;
+        for id in 0..2 {
+            let claim = pods[&format!("{name}-{id}")]
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .find_map(|v| v.persistent_volume_claim.as_ref())
+                .map(|c| c.claim_name.clone());
+            assert_eq!(
+                claim,
+                Some(format!("data-{name}-{id}")),
+                "pod mounts its claim"
+            );
+        }
+    }
+    let kept_before = claim_uids(&client, "kept").await;
+    assert_eq!(kept_before.len(), 2);
+
+    // Scale down: the original keeps the claim, whenScaled=Delete removes it.
+    scale(&client, "kept", 1).await;
+    scale(&client, "pruned", 1).await;
+    until("pod 1 of both gone, pruned's claim 1 deleted", || async {
+        let gone = pod_map(&client, "app in (kept,pruned)")
+            .await
+            .keys()
+            .all(|n| !n.ends_with("-1"));
+        let pruned = claim_uids(&client, "pruned").await;
+        (gone && pruned.len() == 1 && pruned.contains_key("data-pruned-0")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        claim_uids(&client, "kept").await,
+        kept_before,
+        "kept on scale down"
+    );
+
+    // Scale up: the kept claim is reused (same uid), the pruned one is created anew.
+    scale(&client, "kept", 2).await;
+    scale(&client, "pruned", 2).await;
+    for name in ["kept", "pruned"] {
+        tapp_until(&client, name, "running again", |t| {
+            statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+        })
+        .await;
+    }
+    assert_eq!(claim_uids(&client, "kept").await, kept_before, "reused");
+    assert_eq!(claim_uids(&client, "pruned").await.len(), 2);
+
+    // Delete: the original's claims go with the TApp, whenDeleted=Retain keeps them.
+    let pruned_claims = claim_uids(&client, "pruned").await;
+    for name in ["kept", "pruned"] {
+        tapps(&client)
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    until("kept's claims collected", || async {
+        claim_uids(&client, "kept").await.is_empty().then_some(())
+    })
+    .await;
+    until("every pod gone", || async {
+        pod_map(&client, "app in (kept,pruned)")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        claim_uids(&client, "pruned").await,
+        pruned_claims,
+        "retained"
+    );
+    let _ = &env.server;
+}
+
+/// `forceDeletePod`: a terminating pod on a node that stopped reporting is force-deleted (the
+/// kubelet that would finish the deletion is gone) and its instance recreated; without the
+/// flag the pod waits for its kubelet, as the original does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_lost_node_are_force_deleted_only_with_force_delete_pod() {
+    let env = env(1).await;
+    let client = env.client.clone();
+    let _controller = Controller::start(&client);
+    for (name, force) in [("forced", true), ("plain", false)] {
+        let mut t = batch_tapp(name, "Always", None);
+        t["spec"]["replicas"] = json!(1);
+        t["spec"]["forceDeletePod"] = json!(force);
+        create(&client, t).await;
+        tapp_until(&client, name, "running", |t| {
+            statuses(t) == expect_statuses(&[("0", "Running")])
+        })
+        .await;
+    }
+    let before = pod_map(&client, "app in (forced,plain)").await;
+    let node = before["forced-0"]
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("scheduled");
+    env.cluster
+        .set_node_ready(&node, false)
+        .await
+        .expect("stop node");
+    until("the node reported NotReady", || async {
+        let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .get(&node)
+            .await
+            .ok()?;
+        let ready = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status != "True").then_some(())
+    })
+    .await;
+    for name in ["forced-0", "plain-0"] {
+        pods(&client)
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("graceful delete");
+    }
+    until("forced-0 force-deleted and recreated", || async {
+        let m = pod_map(&client, "app=forced").await;
+        let p = m.get("forced-0")?;
+        (uid(p) != uid(&before["forced-0"])).then_some(())
+    })
+    .await;
+    let plain = pod_map(&client, "app=plain").await;
+    let p = &plain["plain-0"];
+    assert_eq!(uid(p), uid(&before["plain-0"]), "not force-deleted");
+    assert!(p.metadata.deletion_timestamp.is_some(), "still terminating");
+    let _ = &env.server;
+}
+
+/// A change of container resources only is applied through the `pods/resize` subresource when
+/// the cluster serves it: same pods (uids, no restart), the kubelet reports the new resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_changes_resize_pods_in_place() {
+    let env = env(2).await;
+    let client = env.client.clone();
+    let resize_supported = controller::discover_resize(&client).await;
+    assert!(resize_supported, "the simulated cluster serves pods/resize");
+    let _controller = Controller::start_with(
+        &client,
+        Flags {
+            resize_supported,
+            ..Flags::default()
+        },
+    );
+    let container = |cpu: &str| {
+        json!([{"name": "app", "image": "nginx:1",
+            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"},
+                          "limits": {"cpu": cpu, "memory": "64Mi"}}}])
+    };
+    create(
+        &client,
+        json!({"apiVersion": "apps.tkestack.io/v1", "kind": "TApp", "metadata": {"name": "rs"},
+            "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "rs"}},
+                "spec": {"containers": container("100m")}}}}),
+    )
+    .await;
+    tapp_until(&client, "rs", "running", |t| {
+        statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+    })
+    .await;
+    let before = pod_map(&client, "app=rs").await;
+    tapps(&client)
+        .patch(
+            "rs",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"template": {"spec": {"containers": container("200m")}}}}),
+            ),
+        )
+        .await
+        .expect("change resources");
+    let after = until("both pods resized", || async {
+        let m = pod_map(&client, "app=rs").await;
+        let done = m.len() == 2
+            && m.values().all(|p| {
+                let reported = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("cpu"))
+                    .map(|q| q.0.clone());
+                reported.as_deref() == Some("200m") && is_ready(p)
+            });
+        done.then_some(m)
+    })
+    .await;
+    for (name, p) in &after {
+        assert_eq!(uid(p), uid(&before[name]), "{name} kept its uid");
+        assert_eq!(restarts(p), 0, "{name} not restarted");
+    }
+    tapp_until(&client, "rs", "running after the resize", |t| {
+        observed(t) && statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+    })
+    .await;
     let _ = &env.server;
 }
 
