@@ -681,20 +681,27 @@ spec:
     )
 }
 
+/// Applies the 10-pod TApp `roll` on nginx:1 and waits until every pod runs it; returns the
+/// file to re-apply with other images.
+async fn roll_created(k: &Kubectl, dir: &ScratchDir) -> PathBuf {
+    let file = dir.path().join("roll.yaml");
+    std::fs::write(&file, roll_tapp("nginx:1")).expect("write");
+    apply_file(k, &file).await;
+    wait_for("10 pods Running", DEADLINE, || async {
+        let p = pods(k, "app=roll").await?;
+        (p.len() == 10 && p.values().all(|p| rolled_to(p, "nginx:1"))).then_some(())
+    })
+    .await
+    .expect("created");
+    file
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controller_killed_during_rolling_updates_keeps_the_budget() {
     let mut s = setup().await;
     let k = s.kubectl.clone();
     let sel = "app=roll";
-    let file = s.dir.path().join("roll.yaml");
-    std::fs::write(&file, roll_tapp("nginx:1")).expect("write");
-    apply_file(&k, &file).await;
-    wait_for("10 pods Running", DEADLINE, || async {
-        let p = pods(&k, sel).await?;
-        (p.len() == 10 && p.values().all(|p| rolled_to(p, "nginx:1"))).then_some(())
-    })
-    .await
-    .expect("created");
+    let file = roll_created(&k, &s.dir).await;
     let all = names("roll", 0..10);
     let initial_uids: BTreeMap<String, String> = pods(&k, sel)
         .await
@@ -845,15 +852,7 @@ async fn two_replicas_one_leads_and_the_standby_takes_over_after_kill_9() {
     );
 
     let sel = "app=roll";
-    let file = s.dir.path().join("roll.yaml");
-    std::fs::write(&file, roll_tapp("nginx:1")).expect("write");
-    apply_file(&k, &file).await;
-    wait_for("10 pods Running", DEADLINE, || async {
-        let p = pods(&k, sel).await?;
-        (p.len() == 10 && p.values().all(|p| rolled_to(p, "nginx:1"))).then_some(())
-    })
-    .await
-    .expect("created by the leader");
+    let file = roll_created(&k, &s.dir).await;
 
     // kill -9 the leader (no release of the Lease), then roll: the standby must take over
     // once the Lease expires and finish the rollout.

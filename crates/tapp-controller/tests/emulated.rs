@@ -95,6 +95,14 @@ async fn env(nodes: usize) -> Env {
     }
 }
 
+/// A simulated cluster of `nodes` nodes with the controller running (default flags).
+async fn running(nodes: usize) -> (Env, Client, Controller) {
+    let env = env(nodes).await;
+    let client = env.client.clone();
+    let controller = Controller::start(&client);
+    (env, client, controller)
+}
+
 /// One running controller, started as `main.rs` does (minus the admin server and leader
 /// election, which `Process` adds around it).
 struct Controller {
@@ -750,9 +758,7 @@ async fn create(client: &Client, obj: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_exit_codes_under_each_restart_policy() {
-    let env = env(3).await;
-    let client = env.client.clone();
-    let _controller = Controller::start(&client);
+    let (_env, client, _controller) = running(3).await;
     for (name, policy) in [
         ("never", "Never"),
         ("onfailure", "OnFailure"),
@@ -867,9 +873,7 @@ async fn batch_exit_codes_under_each_restart_policy() {
 /// pressure) is migrated: deleted and created again, on another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_pod_of_an_always_instance_is_migrated() {
-    let env = env(2).await;
-    let client = env.client.clone();
-    let _controller = Controller::start(&client);
+    let (env, client, _controller) = running(2).await;
     create(&client, batch_tapp("svc", "Always", None)).await;
     tapp_until(&client, "svc", "running", |t| {
         statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
@@ -965,9 +969,7 @@ async fn scale(client: &Client, name: &str, replicas: i32) {
 /// them after the TApp is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_claims_are_reused_and_follow_the_retention_policy() {
-    let env = env(2).await;
-    let client = env.client.clone();
-    let _controller = Controller::start(&client);
+    let (env, client, _controller) = running(2).await;
     create(&client, claims_tapp("kept", None)).await;
     let policy = json!({"whenScaled": "Delete", "whenDeleted": "Retain"});
     create(&client, claims_tapp("pruned", Some(policy))).await;
@@ -1056,9 +1058,7 @@ async fn volume_claims_are_reused_and_follow_the_retention_policy() {
 /// flag the pod waits for its kubelet, as the original does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_on_a_lost_node_are_force_deleted_only_with_force_delete_pod() {
-    let env = env(1).await;
-    let client = env.client.clone();
-    let _controller = Controller::start(&client);
+    let (env, client, _controller) = running(1).await;
     for (name, force) in [("forced", true), ("plain", false)] {
         let mut t = batch_tapp(name, "Always", None);
         t["spec"]["replicas"] = json!(1);
