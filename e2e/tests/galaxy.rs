@@ -1055,7 +1055,21 @@ async fn two_hundred_pods_with_the_binary_killed_repeatedly_never_double_allocat
         let n = wait_for(
             &format!("{threshold} pods bound before kill {}", round + 1),
             DEADLINE,
-            || async { bound(&k).await.filter(|n| *n >= threshold) },
+            || async {
+                let n = bound(&k).await.filter(|n| *n >= threshold)?;
+                if round == 1 {
+                    // The scheduler takes the pods in any order: wait until enough bare pods
+                    // hold an IP to delete while galaxy-ipam is down.
+                    let with_ip = pods(&k, "app=bare")
+                        .await?
+                        .iter()
+                        .filter(|p| node_of(p).is_some() && annotated_ip(p).is_some())
+                        .count();
+                    (with_ip >= DELETED).then_some(n)
+                } else {
+                    Some(n)
+                }
+            },
         )
         .await
         .expect("pods bound");
