@@ -7,6 +7,7 @@ use addon_common::{
     admin::Health,
     api::cronhpa::{CONDITION_INVALID, CronHPA, CronHPAStatus, REASON_SUCCESSFUL_RESCALE},
     backoff::{Backoff, object_key},
+    watch::{self, Relists},
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -14,7 +15,7 @@ use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -336,10 +337,18 @@ pub async fn run(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic()).with_config(
-        kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
-    );
-    let store = controller.store();
+    // Relist-safe triggers (addon_common::watch): after a relist every CronHPA is reconciled
+    // from the refreshed store, never from its pre-relist content.
+    let (store, writer) = reflector::store::<CronHPA>();
+    let (relists, relisted) = Relists::channel();
+    let events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer);
+    let controller = Controller::for_stream(watch::triggers(events, relists), store.clone())
+        .reconcile_all_on(relisted)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
+        );
     health.set(CACHE_CHECK, false, "waiting for the CronHPA cache");
     let background = {
         let store = store.clone();
