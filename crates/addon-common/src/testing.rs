@@ -142,6 +142,52 @@ pub async fn wait_for_file(path: &Path, deadline: std::time::Duration) -> std::i
     Ok(())
 }
 
+/// A child process (a benchmark's sandbox or controller) killed and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where a benchmark finds the binaries it starts: `explicit`, else its own directory.
+pub fn sibling_bin_dir(explicit: Option<PathBuf>) -> std::io::Result<PathBuf> {
+    match explicit {
+        Some(dir) => Ok(dir),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| std::io::Error::other("the executable has no directory")),
+    }
+}
+
+/// Waits for a kubeconfig another process writes (the sandbox's `--kubeconfig-out`) and reads
+/// it once complete: the file can be visible before it is completely written.
+pub async fn read_kubeconfig(
+    path: &Path,
+    deadline: std::time::Duration,
+) -> std::io::Result<kube::config::Kubeconfig> {
+    let start = std::time::Instant::now();
+    wait_for_file(path, deadline).await?;
+    loop {
+        match kube::config::Kubeconfig::read_from(path) {
+            Ok(k) if !k.clusters.is_empty() => return Ok(k),
+            Ok(_) | Err(_) if start.elapsed() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{}: no cluster",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,12 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use addon_common::api::{all_crds, tapp::TApp};
+use addon_common::testing::{KillOnDrop, read_kubeconfig};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Timelike, Utc};
 use clap::Parser;
@@ -31,7 +32,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{
     Api, Client,
     api::PostParams,
-    config::{KubeConfigOptions, Kubeconfig},
+    config::KubeConfigOptions,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -65,15 +66,6 @@ struct Args {
 struct Replicas {
     #[serde(default)]
     replicas: i32,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// CPU seconds and (RSS, peak RSS) in MiB of a process.
@@ -126,18 +118,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = match args.bin_dir.clone() {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = addon_common::testing::sibling_bin_dir(args.bin_dir.clone())?;
     let work = std::env::temp_dir().join(format!("cronhpa-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let kubeconfig = work.join("kubeconfig");
 
-    let sandbox = Proc(
+    let sandbox = KillOnDrop(
         Command::new(bin_dir.join("sandbox"))
             .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
             .arg(&kubeconfig)
@@ -151,9 +137,8 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?,
     );
-    addon_common::testing::wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
     let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&kubeconfig)?,
+        read_kubeconfig(&kubeconfig, Duration::from_secs(30)).await?,
         &KubeConfigOptions::default(),
     )
     .await?;
@@ -222,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let admin_port = free_port()?;
-    let controller = Proc(
+    let controller = KillOnDrop(
         Command::new(bin_dir.join("cronhpa-controller"))
             .arg("--kubeconfig")
             .arg(&kubeconfig)

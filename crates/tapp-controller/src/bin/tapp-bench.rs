@@ -24,12 +24,13 @@ use std::{
     io::{Read as _, Write as _},
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use addon_common::api::{all_crds, tapp::TApp};
+use addon_common::testing::{KillOnDrop, read_kubeconfig};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -40,7 +41,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    config::KubeConfigOptions,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -72,18 +73,9 @@ struct Args {
     parallel: usize,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// CPU seconds and (RSS, peak RSS) in MiB of a process.
-fn usage(pid: &str) -> anyhow::Result<(f64, f64, f64)> {
-    let u = addon_common::testing::process_usage(pid.parse()?)?;
+fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
+    let u = addon_common::testing::process_usage(pid)?;
     Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
 }
 
@@ -329,19 +321,13 @@ async fn wait_until(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = match args.bin_dir.clone() {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = addon_common::testing::sibling_bin_dir(args.bin_dir.clone())?;
     let work = std::env::temp_dir().join(format!("tapp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let kubeconfig = work.join("kubeconfig");
     let proxied_kubeconfig = work.join("kubeconfig-proxied");
 
-    let sandbox = Proc(
+    let sandbox = KillOnDrop(
         Command::new(bin_dir.join("sandbox"))
             .args([
                 "--listen",
@@ -362,20 +348,8 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?,
     );
-    let sandbox_pid = sandbox.0.id().to_string();
-    addon_common::testing::wait_for_file(&kubeconfig, Duration::from_secs(30)).await?;
-    // The file may be visible before it is completely written.
-    let mut kc = None;
-    for _ in 0..100 {
-        if let Ok(k) = Kubeconfig::read_from(&kubeconfig)
-            && !k.clusters.is_empty()
-        {
-            kc = Some(k);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kc = kc.context("reading the sandbox kubeconfig")?;
+    let sandbox_pid = sandbox.0.id();
+    let kc = read_kubeconfig(&kubeconfig, Duration::from_secs(30)).await?;
     let config =
         kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default()).await?;
     let upstream: SocketAddr = {
@@ -415,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let controller = Proc(
+    let controller = KillOnDrop(
         Command::new(bin_dir.join("tapp-controller"))
             .arg("--kubeconfig")
             .arg(&proxied_kubeconfig)
@@ -436,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
                 "starting tapp-controller (build it: cargo build --release -p tapp-controller)",
             )?,
     );
-    let pid = controller.0.id().to_string();
+    let pid = controller.0.id();
     let ready_start = Instant::now();
     while http_get(admin, "/readyz").is_none() {
         if ready_start.elapsed() > Duration::from_secs(60) {
@@ -480,9 +454,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Phase 1: create, wait for every TApp to be Running.
     eprintln!("phase 1: creating {n} TApps x {m} pods…");
-    let (cpu0, _, _) = usage(&pid)?;
-    let (sb0, _, _) = usage(&sandbox_pid)?;
-    let (me0, _, _) = usage(&std::process::id().to_string())?;
+    let (cpu0, _, _) = usage(pid)?;
+    let (sb0, _, _) = usage(sandbox_pid)?;
+    let (me0, _, _) = usage(std::process::id())?;
     let start1 = Instant::now();
     let image1 = "nginx:1.0";
     let image2 = "nginx:2.0";
@@ -513,9 +487,9 @@ async fn main() -> anyhow::Result<()> {
         (ready == n && seen == n, format!("{ready}/{n} TApps ready"))
     })
     .await?;
-    let (cpu1, rss1, _) = usage(&pid)?;
-    let (sb1, _, _) = usage(&sandbox_pid)?;
-    let (me1, _, _) = usage(&std::process::id().to_string())?;
+    let (cpu1, rss1, _) = usage(pid)?;
+    let (sb1, _, _) = usage(sandbox_pid)?;
+    let (me1, _, _) = usage(std::process::id())?;
     let counts1 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let metrics1 = http_get(admin, "/metrics").unwrap_or_default();
 
@@ -586,9 +560,9 @@ async fn main() -> anyhow::Result<()> {
         )
     })
     .await?;
-    let (cpu2, rss2, peak) = usage(&pid)?;
-    let (sb2, _, _) = usage(&sandbox_pid)?;
-    let (me2, _, _) = usage(&std::process::id().to_string())?;
+    let (cpu2, rss2, peak) = usage(pid)?;
+    let (sb2, _, _) = usage(sandbox_pid)?;
+    let (me2, _, _) = usage(std::process::id())?;
     let counts2 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let metrics2 = http_get(admin, "/metrics").unwrap_or_default();
     watch_tapps.abort();
