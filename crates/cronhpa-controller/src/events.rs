@@ -9,9 +9,8 @@
 //!   room (backpressure on the reconciliations), memory never grows without bound.
 //! - **Ordered per object**: an object's Events always go to the same worker (by hash of the
 //!   object's namespace/name), which publishes them one after the other.
-//! - **One recorder per worker**: each worker publishes through its own `EventRecorder`, so
-//!   workers never contend on one series cache; series still work, as an object's Events
-//!   always meet the same recorder.
+//! - **One series cache**: the workers share one `EventRecorder`; an object's Events still
+//!   fold into series.
 //! - **Never lost on a clean stop**: [`EventQueue::flush`] waits until every queued Event is
 //!   published (the controller flushes, with a time limit, when it stops).
 
@@ -34,7 +33,7 @@ use tokio::sync::{Notify, mpsc};
 
 /// Default number of Events that may wait in the queue (about 400 bytes each).
 pub const DEFAULT_CAPACITY: usize = 16_384;
-/// Default number of background publishers (each with its own recorder).
+/// Default number of background publishers.
 pub const DEFAULT_WORKERS: usize = 8;
 
 struct Pending {
@@ -75,10 +74,12 @@ impl EventQueue {
         let workers = workers.max(1);
         let per_shard = (capacity / workers).max(1);
         let outstanding = Arc::new(Outstanding::default());
+        // One series cache for the controller; the workers share it.
+        let recorder = EventRecorder::new(client, component);
         let shards: Vec<mpsc::Sender<Pending>> = (0..workers)
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Pending>(per_shard);
-                let recorder = EventRecorder::new(client.clone(), component);
+                let recorder = recorder.clone();
                 let outstanding = outstanding.clone();
                 tokio::spawn(async move {
                     while let Some(e) = rx.recv().await {
