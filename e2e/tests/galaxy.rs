@@ -17,12 +17,12 @@ use std::{
 use e2e::cluster::{
     Cidr, ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
     harness::{
-        ChildProcess, Kubectl, Sandbox, ScratchDir, wait_for, workspace_binary, workspace_root,
+        ChildProcess, Kubectl, Sandbox, ScratchDir, http_json, wait_for, workspace_binary,
+        workspace_root,
     },
     scheduler::extender,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ENI_IP: &str = "tke.cloud.tencent.com/eni-ip";
 const ARGS: &str = "k8s.v1.cni.galaxy.io/args";
@@ -205,62 +205,12 @@ async fn setup_with(opts: Opts) -> Setup {
 async fn wait_active(s: &mut Setup) {
     let port = s.api_port;
     wait_for("galaxy-ipam to serve", DEADLINE, || async {
-        let (code, _) = http(port, "GET", "/v1/ip", None).await.ok()?;
+        let (code, _) = http_json(port, "GET", "/v1/ip", None).await.ok()?;
         (code == 200).then_some(())
     })
     .await
     .expect("galaxy-ipam active");
     assert!(s.ipam.is_running(), "galaxy-ipam exited");
-}
-
-/// A minimal HTTP/1.1 client (`Connection: close`), what `curl` does for the REST API.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> std::io::Result<(u16, Value)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let payload = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(payload)
-    } else {
-        payload.to_string()
-    };
-    let value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
-    Ok((code, value))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -692,7 +642,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
     let front_ip = annotated_ip(front.values().next().expect("front")).expect("ip");
 
     // Everything, sorted by IP.
-    let (code, all) = http(api, "GET", "/v1/ip?size=100", None)
+    let (code, all) = http_json(api, "GET", "/v1/ip?size=100", None)
         .await
         .expect("GET /v1/ip");
     assert_eq!(code, 200, "{all}");
@@ -714,7 +664,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
         "the API lists what the FloatingIPs record"
     );
 
-    let (code, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+    let (code, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
         .await
         .expect("GET by app");
     assert_eq!(code, 200, "{body}");
@@ -729,7 +679,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
         assert_eq!(item["status"], "Running", "{item}");
         assert_eq!(item["releasable"], false, "{item}");
     }
-    let (_, dp) = http(
+    let (_, dp) = http_json(
         api,
         "GET",
         "/v1/ip?appType=deployment&appName=front&namespace=default",
@@ -745,7 +695,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
         json!({"ip": db_ips[pod], "appName": "db", "appType": "statefulset",
                "podName": pod, "namespace": "default"})
     };
-    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+    let (code, resp) = http_json(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
         .await
         .expect("POST /v1/ip");
     assert_eq!(code, 202, "{resp}");
@@ -762,7 +712,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
     .await
     .expect("gone");
     let body = wait_for("db IPs Deleted and releasable", DEADLINE, || async {
-        let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+        let (_, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
             .await
             .ok()?;
         let items = body["content"].as_array()?;
@@ -776,7 +726,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
     .expect("releasable");
     assert_eq!(body["totalElements"], 2, "{body}");
 
-    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+    let (code, resp) = http_json(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
         .await
         .expect("POST /v1/ip");
     assert_eq!(code, 200, "{resp}");
@@ -786,7 +736,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
     })
     .await
     .expect("released");
-    let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+    let (_, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
         .await
         .expect("GET");
     assert_eq!(body["totalElements"], 1, "{body}");
@@ -799,7 +749,7 @@ async fn rest_api_lists_and_releases_live_allocations() {
     );
 
     // A malformed request is a 400.
-    let (code, _) = http(
+    let (code, _) = http_json(
         api,
         "POST",
         "/v1/ip",
@@ -886,7 +836,7 @@ async fn rolling_update_of_an_immutable_deployment_borrows_then_frees_the_surplu
             "{f}"
         );
     }
-    let (_, metrics) = http(s.api_port, "GET", "/metrics", None)
+    let (_, metrics) = http_json(s.api_port, "GET", "/metrics", None)
         .await
         .expect("GET /metrics");
     let metrics = metrics.as_str().unwrap_or_default();
@@ -973,7 +923,7 @@ async fn config_change_dropping_allocated_ips_is_refused_with_an_event() {
         "{after_ip} is from the refused pools"
     );
     assert!(fips(k).await.expect("fips").contains_key(&ip));
-    let (_, metrics) = http(s.api_port, "GET", "/metrics", None)
+    let (_, metrics) = http_json(s.api_port, "GET", "/metrics", None)
         .await
         .expect("GET /metrics");
     assert!(
@@ -989,7 +939,7 @@ async fn config_change_dropping_allocated_ips_is_refused_with_an_event() {
         .await
         .expect("kubectl apply");
     wait_for("the new pools applied", DEADLINE, || async {
-        let (_, m) = http(s.api_port, "GET", "/metrics", None).await.ok()?;
+        let (_, m) = http_json(s.api_port, "GET", "/metrics", None).await.ok()?;
         m.as_str()?
             .contains(r#"galaxy_ipam_config_updates_total{result="applied"} 1"#)
             .then_some(())

@@ -27,7 +27,8 @@ use addon_common::{
 };
 use clap::Parser;
 use e2e::cluster::{
-    ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig, SimCluster, scheduler::extender,
+    ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig, SimCluster, harness::http_json,
+    scheduler::extender,
 };
 use galaxy_ipam::{
     app::{self, READY_CHECK},
@@ -50,7 +51,6 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const SEED_CONFIGMAP: &str = include_str!("../../../manifests/galaxy-ipam/floatingip-config.yaml");
@@ -326,7 +326,7 @@ async fn env(pools: &str, nodes: usize) -> Env {
 /// Waits until a replica leads and has recovered (the REST API answers 200, not 503).
 async fn wait_active(api_port: u16) {
     until("galaxy-ipam to lead", Duration::from_secs(20), || async {
-        let (code, _) = http(api_port, "GET", "/v1/ip", None).await.ok()?;
+        let (code, _) = http_json(api_port, "GET", "/v1/ip", None).await.ok()?;
         (code == 200).then_some(())
     })
     .await;
@@ -348,56 +348,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A minimal HTTP/1.1 client (`Connection: close`), enough for the REST API.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> std::io::Result<(u16, Value)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let payload = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(payload)
-    } else {
-        payload.to_string()
-    };
-    let value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
-    Ok((code, value))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -934,7 +884,7 @@ async fn rest_api_lists_and_releases_live_state() {
         .map(|(n, p)| (n.clone(), annotated_ip(p).expect("ip")))
         .collect();
 
-    let (code, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+    let (code, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
         .await
         .expect("GET /v1/ip");
     assert_eq!(code, 200, "{body}");
@@ -950,7 +900,7 @@ async fn rest_api_lists_and_releases_live_state() {
         assert_eq!(item["releasable"], false, "{item}");
     }
     // Everything, sorted by IP ascending.
-    let (_, all) = http(api, "GET", "/v1/ip?size=100", None)
+    let (_, all) = http_json(api, "GET", "/v1/ip?size=100", None)
         .await
         .expect("GET all");
     assert_eq!(all["totalElements"], 3, "{all}");
@@ -963,7 +913,7 @@ async fn rest_api_lists_and_releases_live_state() {
     let mut sorted = listed.clone();
     sorted.sort_by_key(|ip| ip.parse::<std::net::Ipv4Addr>().expect("ip"));
     assert_eq!(listed, sorted);
-    let (_, kw) = http(api, "GET", "/v1/ip?keyword=live", None)
+    let (_, kw) = http_json(api, "GET", "/v1/ip?keyword=live", None)
         .await
         .expect("GET keyword");
     assert_eq!(kw["totalElements"], 1, "{kw}");
@@ -974,7 +924,7 @@ async fn rest_api_lists_and_releases_live_state() {
 
     // Releasing a running pod's IP is refused.
     let item = |pod: &str| json!({"ip": db_ips[pod], "appName": "db", "appType": "statefulset", "podName": pod, "namespace": "default"});
-    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+    let (code, resp) = http_json(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
         .await
         .expect("POST /v1/ip");
     assert_eq!(code, 202, "{resp}");
@@ -994,7 +944,7 @@ async fn rest_api_lists_and_releases_live_state() {
         "db IPs listed as Deleted",
         Duration::from_secs(20),
         || async {
-            let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+            let (_, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
                 .await
                 .ok()?;
             body["content"]
@@ -1007,7 +957,7 @@ async fn rest_api_lists_and_releases_live_state() {
     .await;
     assert_eq!(body["totalElements"], 2, "{body}");
 
-    let (code, resp) = http(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
+    let (code, resp) = http_json(api, "POST", "/v1/ip", Some(json!({"ips": [item("db-0")]})))
         .await
         .expect("POST /v1/ip");
     assert_eq!(code, 200, "{resp}");
@@ -1018,7 +968,7 @@ async fn rest_api_lists_and_releases_live_state() {
         || async { (!fips(&env.client).await.contains_key(&db_ips["db-0"])).then_some(()) },
     )
     .await;
-    let (_, body) = http(api, "GET", "/v1/ip?appName=db&namespace=default", None)
+    let (_, body) = http_json(api, "GET", "/v1/ip?appName=db&namespace=default", None)
         .await
         .expect("GET");
     assert_eq!(body["totalElements"], 1, "{body}");
@@ -1028,7 +978,7 @@ async fn rest_api_lists_and_releases_live_state() {
     assert!(records.contains_key(&db_ips["db-1"]));
 
     // A malformed request is a 400.
-    let (code, _) = http(
+    let (code, _) = http_json(
         api,
         "POST",
         "/v1/ip",
@@ -1321,7 +1271,7 @@ async fn multi_ip_request_ranges_on_the_cluster() {
 async fn pools_with_size_and_preallocation_on_the_cluster() {
     let env = env(SEED_POOL, 3).await;
     let api = env.ports.1;
-    let (code, body) = http(
+    let (code, body) = http_json(
         api,
         "POST",
         "/v1/pool",
@@ -1338,7 +1288,7 @@ async fn pools_with_size_and_preallocation_on_the_cluster() {
         .map(|(ip, _)| ip)
         .collect();
     assert_eq!(pool_ips.len(), 3, "pre-allocated");
-    let (code, body) = http(api, "GET", "/v1/pool/p1", None)
+    let (code, body) = http_json(api, "GET", "/v1/pool/p1", None)
         .await
         .expect("GET pool");
     assert_eq!(code, 200);
