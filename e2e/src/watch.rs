@@ -89,8 +89,10 @@ impl Encoder {
     }
 
     fn raw(&self, ty: &str, obj: &Value) -> Bytes {
-        let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
-        v.push(b'\n');
+        // "type" first, as kube-apiserver writes it: clients decode the object in place.
+        let mut v = format!("{{\"type\":\"{ty}\",\"object\":").into_bytes();
+        v.extend_from_slice(&serde_json::to_vec(obj).unwrap_or_default());
+        v.extend_from_slice(b"}\n");
         Bytes::from(v)
     }
 
