@@ -25,6 +25,7 @@ use crate::expectations::Expectations;
 use crate::index::OwnerIndex;
 use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason, Flags, Observed, Plan, UpdateKind, status_patch};
+use crate::slim::SlimPod;
 use crate::{Error, Result};
 use addon_common::watch::{self, Relists};
 
@@ -84,13 +85,6 @@ pub async fn discover_resize(client: &Client) -> bool {
     }
 }
 
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 fn strip_node(node: &mut Node) {
     node.metadata.managed_fields = None;
     node.metadata.annotations = None;
@@ -130,10 +124,9 @@ pub async fn run(
     let pods = OwnerIndex::new();
     let pod_index = pods.clone();
     let pod_stream = watcher(
-        api_of::<Pod>(&client, ns),
+        api_of::<SlimPod>(&client, ns),
         watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
     )
-    .modify(strip_pod)
     .default_backoff()
     .map(move |event| {
         if let Ok(event) = &event {

@@ -134,7 +134,11 @@ impl TemplateHashes {
 
 /// Whether a pod's hash labels were written by this implementation.
 pub fn has_own_hashes(pod: &Pod) -> bool {
-    let labels = pod.metadata.labels.as_ref();
+    labels_have_own_hashes(pod.metadata.labels.as_ref())
+}
+
+/// Whether both hash labels of a label set were written by this implementation.
+pub fn labels_have_own_hashes(labels: Option<&BTreeMap<String, String>>) -> bool {
     let ours = |key: &str| {
         labels
             .and_then(|l| l.get(key))

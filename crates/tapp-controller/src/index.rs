@@ -4,12 +4,14 @@
 //! filtering every pod of the cluster, O(all pods) per reconcile. [`OwnerIndex`] is fed the
 //! same watcher events and answers "the pods controlled by UID u" in O(pods of u). It replaces
 //! the reflector store for pods (holding the objects twice would double the controller's
-//! memory).
+//! memory). It holds [`SlimPod`]s, the part of each pod the controller reads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
+
+use crate::slim::SlimPod;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
@@ -19,11 +21,11 @@ type Key = (String, String);
 #[derive(Default)]
 struct State {
     /// Controller owner UID -> (namespace, name) -> pod.
-    by_owner: HashMap<String, BTreeMap<Key, Arc<Pod>>>,
+    by_owner: HashMap<String, BTreeMap<Key, SlimPod>>,
     /// (namespace, name) -> controller owner UID, for pods that have one.
     owner_of: HashMap<Key, String>,
     /// Objects of a relist in progress (`Init` .. `InitDone`).
-    relist: Option<Vec<Pod>>,
+    relist: Option<Vec<SlimPod>>,
     /// Number of pods held.
     len: usize,
 }
@@ -41,14 +43,14 @@ impl Default for OwnerIndex {
     }
 }
 
-fn key_of(pod: &Pod) -> Key {
+fn key_of(pod: &SlimPod) -> Key {
     (
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
     )
 }
 
-fn controller_uid(pod: &Pod) -> Option<String> {
+fn controller_uid(pod: &SlimPod) -> Option<String> {
     pod.metadata
         .owner_references
         .iter()
@@ -71,15 +73,12 @@ impl State {
         }
     }
 
-    fn insert(&mut self, pod: Pod) {
+    fn insert(&mut self, pod: SlimPod) {
         let key = key_of(&pod);
         self.remove(&key);
         if let Some(owner) = controller_uid(&pod) {
             self.owner_of.insert(key.clone(), owner.clone());
-            self.by_owner
-                .entry(owner)
-                .or_default()
-                .insert(key, Arc::new(pod));
+            self.by_owner.entry(owner).or_default().insert(key, pod);
             self.len += 1;
         }
     }
@@ -103,7 +102,7 @@ impl OwnerIndex {
     }
 
     /// Applies one watcher event (a relist replaces the whole content at its `InitDone`).
-    pub fn apply_watcher_event(&self, event: &Event<Pod>) {
+    pub fn apply_watcher_event(&self, event: &Event<SlimPod>) {
         let mut s = self.write();
         match event {
             Event::Apply(pod) => s.insert(pod.clone()),
@@ -127,12 +126,13 @@ impl OwnerIndex {
         }
     }
 
-    /// The pods whose controller owner has `uid`, in (namespace, name) order.
+    /// The pods whose controller owner has `uid`, in (namespace, name) order (each holding
+    /// the fields a [`SlimPod`] keeps).
     pub fn controlled_by(&self, uid: &str) -> Vec<Arc<Pod>> {
         self.read()
             .by_owner
             .get(uid)
-            .map(|set| set.values().cloned().collect())
+            .map(|set| set.values().map(|p| Arc::new(p.to_pod())).collect())
             .unwrap_or_default()
     }
 
@@ -164,7 +164,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(name: &str, owner: Option<&str>) -> Pod {
+    fn pod(name: &str, owner: Option<&str>) -> SlimPod {
         let refs = owner.map(|uid| {
             json!([{"apiVersion": "apps.tkestack.io/v1", "kind": "TApp", "name": "t",
                     "uid": uid, "controller": true}])

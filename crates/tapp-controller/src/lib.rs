@@ -4,7 +4,8 @@
 //! - [`controller`]: the thin executor (kube-runtime Controller, status, events, metrics);
 //! - [`validate`] and [`webhook`]: the validating admission webhook (its HTTPS and
 //!   certificates are `addon_common::webhook`);
-//! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers.
+//! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers;
+//! - [`index`] and [`slim`]: the pod cache (by owner) and the slim pods it holds.
 
 pub mod controller;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod pods;
+pub mod slim;
 pub mod validate;
 pub mod webhook;
 

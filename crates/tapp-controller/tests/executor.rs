@@ -228,7 +228,11 @@ impl Harness {
         let pods: Vec<Pod> = self.pods().into_values().collect();
         self.pods.apply_watcher_event(&Event::Init);
         for p in pods {
-            self.pods.apply_watcher_event(&Event::InitApply(p));
+            // Through the wire format, as the controller's watch decodes it.
+            let slim = serde_json::to_string(&p)
+                .and_then(|text| serde_json::from_str(&text))
+                .expect("slim pod");
+            self.pods.apply_watcher_event(&Event::InitApply(slim));
         }
         self.pods.apply_watcher_event(&Event::InitDone);
         self.pvcs.apply_watcher_event(&Event::Init);

@@ -1,0 +1,447 @@
+//! [`SlimPod`]: the part of a pod the controller reads, decoded straight from the wire.
+//!
+//! Every pod watch event used to be decoded into a whole `Pod` (managedFields, env, volumes,
+//! probes, every container status...) and kept in the cache: most of the controller's CPU was
+//! spent allocating and freeing that, and most of its memory holding it. A `SlimPod` is decoded
+//! by skipping everything the planner and executor never read, and it is what
+//! [`crate::index::OwnerIndex`] keeps; [`SlimPod::to_pod`] rebuilds a `Pod` holding just those
+//! fields for the (few) pods of the TApp being reconciled.
+//!
+//! What is kept:
+//! - metadata: name, namespace, uid, resourceVersion, generation, creation and deletion
+//!   timestamps, labels, annotations (less `kubectl.kubernetes.io/last-applied-configuration`),
+//!   ownerReferences, finalizers;
+//! - spec of a pod whose hash labels this implementation wrote: nodeName, restartPolicy, and
+//!   name, image and resources of each container and init container (such pods are compared
+//!   with their template by hash labels: see [`crate::plan::sync_needed`]);
+//! - the whole spec of any other pod (adoption compares it with the template field by field);
+//! - status: phase, reason, conditions, and name, image and imageID of each (init) container
+//!   status.
+//!
+//! Whether a spec is kept whole is decided by the labels, so it depends on `metadata` coming
+//! before `spec` in the object, as every API server writes it; the other order only costs a
+//! whole spec, never a wrong decision.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::hash::labels_have_own_hashes;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A pod as the controller caches it (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct SlimPod {
+    /// The kept metadata fields.
+    pub metadata: ObjectMeta,
+    spec: Option<SpecView>,
+    status: Option<SlimStatus>,
+}
+
+#[derive(Clone, Debug)]
+enum SpecView {
+    Slim(SlimSpec),
+    Full(Box<PodSpec>),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SlimSpec {
+    node_name: Option<String>,
+    restart_policy: Option<String>,
+    containers: Vec<SlimContainer>,
+    init_containers: Option<Vec<SlimContainer>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SlimContainer {
+    name: String,
+    image: Option<String>,
+    resources: Option<ResourceRequirements>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SlimStatus {
+    phase: Option<String>,
+    reason: Option<String>,
+    conditions: Option<Vec<PodCondition>>,
+    container_statuses: Option<Vec<SlimContainerStatus>>,
+    init_container_statuses: Option<Vec<SlimContainerStatus>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SlimContainerStatus {
+    name: String,
+    image: String,
+    #[serde(rename = "imageID")]
+    image_id: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct SlimMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+    finalizers: Option<Vec<String>>,
+}
+
+impl From<SlimMeta> for ObjectMeta {
+    fn from(m: SlimMeta) -> Self {
+        let mut annotations = m.annotations;
+        if let Some(a) = annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+        ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            generation: m.generation,
+            creation_timestamp: m.creation_timestamp,
+            deletion_timestamp: m.deletion_timestamp,
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            labels: m.labels,
+            annotations,
+            owner_references: m.owner_references,
+            finalizers: m.finalizers,
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+impl SlimContainer {
+    fn to_container(&self) -> Container {
+        Container {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            resources: self.resources.clone(),
+            ..Container::default()
+        }
+    }
+}
+
+impl SlimContainerStatus {
+    fn to_status(&self) -> ContainerStatus {
+        ContainerStatus {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            image_id: self.image_id.clone(),
+            ..ContainerStatus::default()
+        }
+    }
+}
+
+impl SlimPod {
+    /// A `Pod` holding the kept fields (and nothing else).
+    pub fn to_pod(&self) -> Pod {
+        let spec = self.spec.as_ref().map(|s| match s {
+            SpecView::Full(spec) => (**spec).clone(),
+            SpecView::Slim(s) => PodSpec {
+                node_name: s.node_name.clone(),
+                restart_policy: s.restart_policy.clone(),
+                containers: s
+                    .containers
+                    .iter()
+                    .map(SlimContainer::to_container)
+                    .collect(),
+                init_containers: s
+                    .init_containers
+                    .as_ref()
+                    .map(|c| c.iter().map(SlimContainer::to_container).collect()),
+                ..PodSpec::default()
+            },
+        });
+        let statuses = |list: &Option<Vec<SlimContainerStatus>>| {
+            list.as_ref()
+                .map(|l| l.iter().map(SlimContainerStatus::to_status).collect())
+        };
+        let status = self.status.as_ref().map(|s| PodStatus {
+            phase: s.phase.clone(),
+            reason: s.reason.clone(),
+            conditions: s.conditions.clone(),
+            container_statuses: statuses(&s.container_statuses),
+            init_container_statuses: statuses(&s.init_container_statuses),
+            ..PodStatus::default()
+        });
+        Pod {
+            metadata: self.metadata.clone(),
+            spec,
+            status,
+        }
+    }
+
+    /// Whether the whole spec was kept (the pod's hash labels are not ours).
+    pub fn has_full_spec(&self) -> bool {
+        matches!(self.spec, Some(SpecView::Full(_)))
+    }
+}
+
+impl kube::Resource for SlimPod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Only for the watcher's trait bounds and for debugging: writes the kept fields as a `Pod`.
+impl Serialize for SlimPod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_pod().serialize(s)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Metadata,
+    Spec,
+    Status,
+    #[serde(other)]
+    Other,
+}
+
+struct SlimPodVisitor;
+
+impl<'de> Visitor<'de> for SlimPodVisitor {
+    type Value = SlimPod;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Pod object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SlimPod, A::Error> {
+        let mut metadata: Option<SlimMeta> = None;
+        let mut spec = None;
+        let mut status = None;
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Metadata => metadata = Some(map.next_value()?),
+                Field::Spec => {
+                    let ours = metadata
+                        .as_ref()
+                        .is_some_and(|m| labels_have_own_hashes(m.labels.as_ref()));
+                    spec = if ours {
+                        map.next_value::<Option<SlimSpec>>()?.map(SpecView::Slim)
+                    } else {
+                        map.next_value::<Option<PodSpec>>()?
+                            .map(|s| SpecView::Full(Box::new(s)))
+                    };
+                }
+                Field::Status => status = map.next_value()?,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let metadata = metadata.unwrap_or_default();
+        // The spec arrived before the labels that would have slimmed it.
+        if let Some(SpecView::Full(full)) = &spec
+            && labels_have_own_hashes(metadata.labels.as_ref())
+        {
+            spec = Some(SpecView::Slim(slim_of(full)));
+        }
+        Ok(SlimPod {
+            metadata: metadata.into(),
+            spec,
+            status,
+        })
+    }
+}
+
+fn slim_of(spec: &PodSpec) -> SlimSpec {
+    let slim = |c: &Container| SlimContainer {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        resources: c.resources.clone(),
+    };
+    SlimSpec {
+        node_name: spec.node_name.clone(),
+        restart_policy: spec.restart_policy.clone(),
+        containers: spec.containers.iter().map(slim).collect(),
+        init_containers: spec
+            .init_containers
+            .as_ref()
+            .map(|c| c.iter().map(slim).collect()),
+    }
+}
+
+impl<'de> Deserialize<'de> for SlimPod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SlimPodVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::HASH_PREFIX;
+    use addon_common::api::tapp::{TEMPLATE_HASH_LABEL, UNIQ_HASH_LABEL};
+    use serde_json::{Value, json};
+
+    fn wire(labels: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-0", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                "labels": labels,
+                "annotations": {LAST_APPLIED: "{}", "keep": "me"},
+                "ownerReferences": [{"apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
+                    "name": "web", "uid": "t1", "controller": true}],
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+                "deletionTimestamp": "2026-01-01T00:00:00Z"
+            },
+            "spec": {
+                "nodeName": "n1", "restartPolicy": "OnFailure",
+                "containers": [{"name": "c", "image": "nginx:1",
+                    "resources": {"limits": {"cpu": "1"}},
+                    "env": [{"name": "A", "value": "1"}]}],
+                "initContainers": [{"name": "i", "image": "busybox"}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "readinessGates": [{"conditionType": "tkestack.io/InPlaceUpdate"}]
+            },
+            "status": {
+                "phase": "Running", "reason": "NodeLost", "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "sha-1",
+                    "ready": true, "restartCount": 3, "state": {"running": {}}}],
+                "initContainerStatuses": [{"name": "i", "image": "busybox", "imageID": "sha-i",
+                    "ready": false, "restartCount": 0}]
+            }
+        })
+    }
+
+    fn own_labels() -> Value {
+        json!({
+            TEMPLATE_HASH_LABEL: format!("{HASH_PREFIX}1"),
+            UNIQ_HASH_LABEL: format!("{HASH_PREFIX}2"),
+            "tapp_instance_key": "0"
+        })
+    }
+
+    /// The fields a planner reads, from a decoded pod.
+    fn read_fields(pod: &Pod) -> Value {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        json!({
+            "meta": [pod.metadata.name, pod.metadata.namespace, pod.metadata.uid,
+                     pod.metadata.resource_version, pod.metadata.labels,
+                     pod.metadata.annotations, pod.metadata.owner_references,
+                     pod.metadata.deletion_timestamp],
+            "spec": [spec.node_name, spec.restart_policy,
+                     spec.containers.iter().map(|c| (&c.name, &c.image, &c.resources)).collect::<Vec<_>>(),
+                     spec.init_containers.iter().flatten().map(|c| (&c.name, &c.image)).collect::<Vec<_>>()],
+            "status": [status.phase, status.reason, status.conditions,
+                       status.container_statuses.iter().flatten().map(|c| (&c.name, &c.image, &c.image_id)).collect::<Vec<_>>(),
+                       status.init_container_statuses.iter().flatten().map(|c| &c.name).collect::<Vec<_>>()],
+        })
+    }
+
+    #[test]
+    fn own_pods_keep_what_the_planner_reads_and_nothing_else() {
+        let v = wire(own_labels());
+        let full: Pod = serde_json::from_value(v.clone()).expect("pod");
+        let slim: SlimPod = serde_json::from_str(&v.to_string()).expect("slim");
+        assert!(!slim.has_full_spec());
+        let pod = slim.to_pod();
+        let mut expected = full.clone();
+        if let Some(a) = expected.metadata.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+        assert_eq!(read_fields(&pod), read_fields(&expected));
+        assert!(pod.metadata.managed_fields.is_none());
+        let spec = pod.spec.expect("spec");
+        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
+        assert!(spec.readiness_gates.is_none());
+        assert_eq!(pod.status.expect("status").pod_ip, None);
+    }
+
+    #[test]
+    fn foreign_pods_keep_their_whole_spec() {
+        let v = wire(json!({"tapp_template_hash_key": "123", "tapp_uniq_hash_key": "456"}));
+        let full: Pod = serde_json::from_value(v.clone()).expect("pod");
+        let slim: SlimPod = serde_json::from_str(&v.to_string()).expect("slim");
+        assert!(slim.has_full_spec());
+        assert_eq!(slim.to_pod().spec, full.spec);
+    }
+
+    #[test]
+    fn a_spec_before_the_labels_is_slimmed_afterwards() {
+        let v = wire(own_labels());
+        let text = format!(
+            r#"{{"spec":{},"status":{},"metadata":{}}}"#,
+            v["spec"], v["status"], v["metadata"]
+        );
+        let slim: SlimPod = serde_json::from_str(&text).expect("slim");
+        assert!(!slim.has_full_spec());
+        let from_ordered: SlimPod = serde_json::from_str(&v.to_string()).expect("slim");
+        assert_eq!(
+            read_fields(&slim.to_pod()),
+            read_fields(&from_ordered.to_pod())
+        );
+    }
+
+    #[test]
+    fn decodes_inside_watch_events_in_either_key_order() {
+        let v = wire(own_labels());
+        for text in [
+            format!(r#"{{"type":"MODIFIED","object":{v}}}"#),
+            format!(r#"{{"object":{v},"type":"MODIFIED"}}"#),
+        ] {
+            let event: kube::api::WatchEvent<SlimPod> = serde_json::from_str(&text).expect("event");
+            let kube::api::WatchEvent::Modified(pod) = event else {
+                panic!("not a MODIFIED event");
+            };
+            assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
+            assert!(!pod.has_full_spec());
+        }
+    }
+
+    #[test]
+    fn nulls_and_missing_sections_decode() {
+        let slim: SlimPod =
+            serde_json::from_str(r#"{"metadata":{"name":"x"},"spec":null,"status":null}"#)
+                .expect("slim");
+        let pod = slim.to_pod();
+        assert!(pod.spec.is_none() && pod.status.is_none());
+        let slim: SlimPod = serde_json::from_str(r#"{"kind":"Pod"}"#).expect("slim");
+        assert_eq!(slim.to_pod(), Pod::default());
+    }
+}
