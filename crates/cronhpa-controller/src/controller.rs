@@ -14,10 +14,8 @@ use chrono_tz::Tz;
 use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -25,10 +23,11 @@ use crate::{
     events::EventQueue,
     metrics::Metrics,
     plan::{
-        Outcome, REASON_INVALID_SPEC, REASON_MISSED_SCHEDULE, State, Written, condition_label,
-        plan, status_after,
+        Outcome, REASON_INVALID_SPEC, REASON_MISSED_SCHEDULE, State, condition_label, plan,
+        status_after,
     },
     scale::Scaler,
+    status::{FireGate, StatusWriter},
 };
 
 /// Name of the readiness check for the CronHPA cache.
@@ -68,6 +67,8 @@ pub struct Settings {
     pub read_ahead: Duration,
     /// Events that may wait to be published (bounded; see [`EventQueue`]).
     pub event_queue: usize,
+    /// Background status writers (see [`StatusWriter`]).
+    pub status_writers: usize,
 }
 
 /// Default of [`Settings::read_ahead`].
@@ -81,6 +82,7 @@ impl Default for Settings {
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             read_ahead: DEFAULT_READ_AHEAD,
             event_queue: crate::events::DEFAULT_CAPACITY,
+            status_writers: crate::status::DEFAULT_WRITERS,
         }
     }
 }
@@ -93,6 +95,10 @@ pub struct Context {
     pub scaler: Scaler,
     /// Publishes Events in the background (off the fire path).
     pub events: EventQueue,
+    /// Writes statuses in the background (off the fire path).
+    pub status: StatusWriter,
+    /// Scale writes in flight; background writes wait for them.
+    pub gate: Arc<FireGate>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Per-object retry delays.
@@ -101,19 +107,18 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub settings: Settings,
-    /// Object key → what its last successful reconciliation wrote (see [`Written`]).
-    written: std::sync::Mutex<std::collections::HashMap<String, Written>>,
 }
 
 impl Context {
     /// A context over `client`. Must be called inside a tokio runtime (the Event publishers
-    /// are spawned).
+    /// and status writers are spawned).
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Self {
+        let gate = Arc::new(FireGate::default());
         Self {
             scaler: Scaler::new(client.clone()),
             events: EventQueue::new(
@@ -121,24 +126,28 @@ impl Context {
                 COMPONENT,
                 settings.event_queue,
                 crate::events::DEFAULT_WORKERS,
+                Some(gate.clone()),
             ),
+            status: StatusWriter::new(
+                client.clone(),
+                gate.clone(),
+                metrics.clone(),
+                settings.backoff,
+                settings.status_writers,
+            ),
+            gate,
             client,
             metrics,
             backoff: Backoff::new(settings.backoff.0, settings.backoff.1),
             clock,
             settings,
-            written: Default::default(),
         }
-    }
-
-    fn written(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Written>> {
-        self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forgets per-object state of objects for which `keep` is false (deleted objects).
     pub fn retain_objects(&self, keep: impl Fn(&str) -> bool) {
         self.scaler.retain_prepared(&keep);
-        self.written().retain(|k, _| keep(k));
+        self.status.retain(&keep);
     }
 }
 
@@ -163,12 +172,24 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
     let now = ctx.clock.now();
     // The watch event of our own status patch: nothing to decide before the wake-up.
     let unchanged = ctx
-        .written()
-        .get(&key)
-        .and_then(|w| w.requeue_after(obj.metadata.resource_version.as_deref(), now));
+        .status
+        .unchanged(&key, obj.metadata.resource_version.as_deref(), now);
     if let Some(delay) = unchanged {
         return Ok(Action::requeue(delay));
     }
+    // A status decided but not yet written (or not yet in the cache) is what the object's
+    // state is: plan from it, not from the cache.
+    let obj = match ctx
+        .status
+        .overlay(&key, obj.metadata.resource_version.as_deref())
+    {
+        Some(status) => {
+            let mut obj = (*obj).clone();
+            obj.status = Some(status);
+            Arc::new(obj)
+        }
+        None => obj,
+    };
     let plan = plan(&obj, now, ctx.settings.default_tz);
     let reference = obj.object_ref(&());
     let read_ahead = ctx.settings.read_ahead;
@@ -181,6 +202,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
             .await;
     }
     if let Some(fire) = &plan.fire {
+        let firing = ctx.gate.enter();
         let result = ctx
             .scaler
             .scale(
@@ -191,6 +213,7 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
                 fire.scheduled,
             )
             .await;
+        drop(firing);
         match result {
             Ok(scaled) => {
                 let lag = (ctx.clock.now() - fire.scheduled)
@@ -267,48 +290,27 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
 
     let status = status_after(&obj, &plan, outcome.as_ref(), now);
     ctx.metrics.set_state(&key, condition_label(&status));
-    let mut resource_version = obj.metadata.resource_version.clone();
+    let now = ctx.clock.now();
+    let requeue = plan.requeue_after(now, read_ahead);
     if old_status != Some(&status) {
-        ctx.written().remove(&key);
-        let api: Api<CronHPA> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({ "status": status });
-        let patched = api
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(|source| Error::Status {
-                object: key.clone(),
-                source,
-            })?;
-        resource_version = patched.metadata.resource_version;
+        // Written in the background, after the fires in flight (see `status`). After a
+        // failure the retry, not the wake-up, comes next: the write's own event is planned.
+        let wake = requeue
+            .filter(|_| failure.is_none())
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| now + d);
+        ctx.status
+            .submit(&key, &namespace, &obj.name_any(), status, wake);
     }
     if let Some(error) = failure {
-        ctx.written().remove(&key);
+        ctx.status.forget_written(&key);
         return Err(error);
     }
     ctx.backoff.reset(&key);
-    let now = ctx.clock.now();
-    Ok(match plan.requeue_after(now, read_ahead) {
-        Some(delay) => {
-            if let (Some(resource_version), Ok(d)) =
-                (resource_version, chrono::Duration::from_std(delay))
-            {
-                let wake = now + d;
-                ctx.written().insert(
-                    key,
-                    Written {
-                        resource_version,
-                        wake,
-                    },
-                );
-            }
-            Action::requeue(delay)
-        }
+    Ok(match requeue {
+        Some(delay) => Action::requeue(delay),
         None => {
-            ctx.written().remove(&key);
+            ctx.status.forget_written(&key);
             Action::await_change()
         }
     })
@@ -401,7 +403,14 @@ pub async fn run(
         .await;
     stop.cancel();
     let _ = background.await;
-    // Publish what the last reconciliations queued (bounded: a stuck API must not block exit).
+    // Write and publish what the last reconciliations queued (bounded: a stuck API must not
+    // block exit).
+    if !ctx.status.flush_for(Duration::from_secs(5)).await {
+        tracing::warn!(
+            pending = ctx.status.pending(),
+            "stopping with statuses not yet written"
+        );
+    }
     if !ctx.events.flush_for(Duration::from_secs(5)).await {
         tracing::warn!(
             pending = ctx.events.pending(),

@@ -31,6 +31,8 @@ use addon_common::{
 use kube::Client;
 use tokio::sync::{Notify, mpsc};
 
+use crate::status::{FireGate, MAX_DEFER};
+
 /// Default number of Events that may wait in the queue (about 400 bytes each).
 pub const DEFAULT_CAPACITY: usize = 16_384;
 /// Default number of background publishers.
@@ -70,7 +72,14 @@ impl EventQueue {
     /// A queue of at most `capacity` Events, published by `workers` tasks as `component`.
     /// Must be called inside a tokio runtime (it spawns the workers, which stop when every
     /// clone of the queue is dropped).
-    pub fn new(client: Client, component: &str, capacity: usize, workers: usize) -> Self {
+    /// With a `gate`, each Event waits (boundedly) for the fires in flight to end.
+    pub fn new(
+        client: Client,
+        component: &str,
+        capacity: usize,
+        workers: usize,
+        gate: Option<Arc<FireGate>>,
+    ) -> Self {
         let workers = workers.max(1);
         let per_shard = (capacity / workers).max(1);
         let outstanding = Arc::new(Outstanding::default());
@@ -81,8 +90,12 @@ impl EventQueue {
                 let (tx, mut rx) = mpsc::channel::<Pending>(per_shard);
                 let recorder = recorder.clone();
                 let outstanding = outstanding.clone();
+                let gate = gate.clone();
                 tokio::spawn(async move {
                     while let Some(e) = rx.recv().await {
+                        if let Some(gate) = &gate {
+                            gate.quiet(MAX_DEFER).await;
+                        }
                         recorder
                             .publish(&e.regarding, None, e.type_, e.reason, e.action, e.note)
                             .await;
@@ -239,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn events_keep_their_order_per_object_and_flush_waits_for_all() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let queue = EventQueue::new(client(seen.clone(), Arc::default()), "test", 64, 3);
+        let queue = EventQueue::new(client(seen.clone(), Arc::default()), "test", 64, 3, None);
         for i in 0..10 {
             for name in ["a", "b", "c", "d"] {
                 // Distinct reasons: no folding into series.
@@ -270,7 +283,7 @@ mod tests {
         let gate = Arc::new(tokio::sync::RwLock::new(()));
         let blocked = gate.clone().write_owned().await;
         // One worker, room for two waiting Events.
-        let queue = EventQueue::new(client(seen.clone(), gate), "test", 2, 1);
+        let queue = EventQueue::new(client(seen.clone(), gate), "test", 2, 1, None);
         // Distinct reasons: each Event is its own (no folding into a series).
         let publish = |note: &'static str| {
             let queue = queue.clone();

@@ -8,6 +8,7 @@
 //! - [`scale`]: the scale subresource through discovery, and HPA mode;
 //! - [`controller`]: the thin executor (kube-runtime Controller, timer-driven requeues);
 //! - [`events`]: Events published off the fire path (bounded queue, ordered per object);
+//! - [`status`]: status writes off the fire path, and the gate keeping them behind fires;
 //! - [`webhook`]: the validating admission webhook (HTTPS through `addon_common::webhook`);
 //! - [`metrics`]: the controller's metrics.
 
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod plan;
 pub mod scale;
 pub mod schedule;
+pub mod status;
 pub mod validate;
 pub mod webhook;
 

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub lag: Histogram,
     /// `cronhpa_controller_objects{condition}`: CronHPAs by condition.
     pub objects: IntGaugeVec,
+    /// `cronhpa_controller_status_writes_total{result}`: background status patches by result
+    /// (succeeded, failed).
+    pub status_writes: IntCounterVec,
     states: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -59,10 +62,19 @@ impl Metrics {
             &["condition"],
         )
         .map_err(addon_common::Error::from)?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "cronhpa_controller_status_writes_total",
+                "Status patches written in the background, by result (succeeded, failed).",
+            ),
+            &["result"],
+        )
+        .map_err(addon_common::Error::from)?;
         for c in [
             Box::new(fires.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lag.clone()),
             Box::new(objects.clone()),
+            Box::new(status_writes.clone()),
         ] {
             registry.register(c).map_err(addon_common::Error::from)?;
         }
@@ -72,11 +84,15 @@ impl Metrics {
         for r in ["succeeded", "failed", "skipped"] {
             fires.with_label_values(&[r]).inc_by(0);
         }
+        for r in ["succeeded", "failed"] {
+            status_writes.with_label_values(&[r]).inc_by(0);
+        }
         Ok(Self {
             reconcile,
             fires,
             lag,
             objects,
+            status_writes,
             states: Mutex::new(HashMap::new()),
         })
     }

@@ -336,6 +336,20 @@ fn utc(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// One reconciliation, then its background status write (which the controller's cache shows
+/// before the object's next reconciliation).
+async fn reconcile_written(
+    obj: Arc<CronHPA>,
+    ctx: Arc<Context>,
+) -> Result<Action, cronhpa_controller::Error> {
+    let result = reconcile(obj, ctx.clone()).await;
+    assert!(
+        ctx.status.flush_for(Duration::from_secs(10)).await,
+        "status not written"
+    );
+    result
+}
+
 fn context(api: &MockApi, clock: Arc<ManualClock>) -> (Arc<Context>, prometheus::Registry) {
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
@@ -374,7 +388,7 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
     let clock = ManualClock::new("2024-01-02T10:00:00Z");
     let (ctx, registry) = context(&api, clock.clone());
 
-    let action = reconcile(Arc::new(obj), ctx.clone())
+    let action = reconcile_written(Arc::new(obj), ctx.clone())
         .await
         .expect("reconcile");
     assert_eq!(
@@ -406,7 +420,7 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
     // The watch delivers the updated object: nothing more happens (fires once).
     let puts = api.count("PUT");
     let patches = api.count("PATCH");
-    let action = reconcile(Arc::new(stored.clone()), ctx.clone())
+    let action = reconcile_written(Arc::new(stored.clone()), ctx.clone())
         .await
         .expect("again");
     assert_eq!(api.count("PUT"), puts);
@@ -419,7 +433,9 @@ async fn catch_up_after_downtime_scales_to_the_latest_occurrence() {
 
     // At 19:00 the timer fires.
     clock.set("2024-01-02T19:00:00Z");
-    reconcile(Arc::new(stored), ctx).await.expect("19:00");
+    reconcile_written(Arc::new(stored), ctx)
+        .await
+        .expect("19:00");
     assert_eq!(api.replicas("web-servers"), 60);
 
     let text = addon_common::metrics::encode_text(&registry);
@@ -449,7 +465,7 @@ async fn killed_across_a_fire_time_fires_once_after_restart() {
     // The controller was down at 08:00 and comes back (a new process: new context) at 08:00:40.
     let clock = ManualClock::new("2024-01-02T08:00:40Z");
     let (ctx, _) = context(&api, clock.clone());
-    reconcile(Arc::new(obj), ctx).await.expect("first");
+    reconcile_written(Arc::new(obj), ctx).await.expect("first");
     assert_eq!(api.replicas("web-servers"), 60);
     // Someone scales by hand; another restart must not re-apply 08:00.
     api.with(|s| {
@@ -458,7 +474,7 @@ async fn killed_across_a_fire_time_fires_once_after_restart() {
             .expect("d")["spec"]["replicas"] = json!(42)
     });
     let (ctx, _) = context(&api, clock.clone());
-    reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
+    reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
         .await
         .expect("second");
     assert_eq!(api.replicas("web-servers"), 42);
@@ -472,7 +488,9 @@ async fn conflicts_are_retried_with_a_fresh_read() {
     api.with(|s| s.conflicts = 2);
     let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:01Z"));
-    reconcile(Arc::new(obj), ctx).await.expect("reconcile");
+    reconcile_written(Arc::new(obj), ctx)
+        .await
+        .expect("reconcile");
     assert_eq!(api.replicas("web-servers"), 60);
     assert_eq!(api.count("PUT"), 3);
     assert_eq!(
@@ -492,7 +510,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
     let clock = ManualClock::new("2024-01-02T08:00:00Z");
     let (ctx, registry) = context(&api, clock.clone());
 
-    let err = reconcile(Arc::new(obj.clone()), ctx.clone())
+    let err = reconcile_written(Arc::new(obj.clone()), ctx.clone())
         .await
         .expect_err("500");
     assert_eq!(err.metric_label(), "get_scale");
@@ -522,7 +540,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
     ctx.events.flush().await;
 
     clock.set("2024-01-02T08:00:01Z");
-    let err = reconcile(Arc::new(stored.clone()), ctx.clone())
+    let err = reconcile_written(Arc::new(stored.clone()), ctx.clone())
         .await
         .expect_err("500 again");
     assert_eq!(
@@ -531,7 +549,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
     );
 
     clock.set("2024-01-02T08:00:03Z");
-    reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+    reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
         .await
         .expect("recovers");
     assert_eq!(api.replicas("web-servers"), 60);
@@ -572,11 +590,13 @@ async fn an_invalid_object_does_not_affect_valid_ones() {
     let good = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
     let (ctx, registry) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
 
-    let action = reconcile(Arc::new(bad), ctx.clone())
+    let action = reconcile_written(Arc::new(bad), ctx.clone())
         .await
         .expect("invalid is not an error");
     assert_eq!(action, Action::await_change());
-    reconcile(Arc::new(good), ctx.clone()).await.expect("good");
+    reconcile_written(Arc::new(good), ctx.clone())
+        .await
+        .expect("good");
     assert_eq!(api.replicas("web-servers"), 60);
     assert_eq!(api.replicas("demo-deployment"), 3);
 
@@ -602,7 +622,7 @@ async fn an_invalid_object_does_not_affect_valid_ones() {
         "{events:?}"
     );
     // Re-reconciling the invalid object does not repeat the Warning.
-    reconcile(Arc::new(api.cronhpa("bad")), ctx.clone())
+    reconcile_written(Arc::new(api.cronhpa("bad")), ctx.clone())
         .await
         .expect("again");
     ctx.events.flush().await;
@@ -626,7 +646,7 @@ async fn already_at_size_writes_nothing_but_the_status() {
     api.add_deployment("web-servers", 60);
     let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
-    reconcile(Arc::new(obj), ctx.clone())
+    reconcile_written(Arc::new(obj), ctx.clone())
         .await
         .expect("reconcile");
     assert_eq!(api.count("PUT"), 0);
@@ -663,7 +683,9 @@ async fn hpa_mode_moves_the_bounds_instead_of_the_replicas() {
     let (api, obj) = hpa_target(10);
     let clock = ManualClock::new("2024-01-02T08:00:00Z");
     let (ctx, _) = context(&api, clock.clone());
-    reconcile(Arc::new(obj), ctx.clone()).await.expect("08:00");
+    reconcile_written(Arc::new(obj), ctx.clone())
+        .await
+        .expect("08:00");
     let hpa = api.with(|s| s.objects[&format!("{HPAS}/web")].clone());
     assert_eq!(hpa["spec"]["minReplicas"], 60);
     assert_eq!(hpa["spec"]["maxReplicas"], 60);
@@ -673,7 +695,7 @@ async fn hpa_mode_moves_the_bounds_instead_of_the_replicas() {
     );
 
     clock.set("2024-01-02T09:00:00Z");
-    reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
+    reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
         .await
         .expect("09:00");
     let hpa = api.with(|s| s.objects[&format!("{HPAS}/web")].clone());
@@ -700,7 +722,7 @@ async fn a_kind_without_scale_subresource_is_reported() {
         json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "x"});
     let obj = api.add_cronhpa(&v);
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
-    let err = reconcile(Arc::new(obj), ctx.clone())
+    let err = reconcile_written(Arc::new(obj), ctx.clone())
         .await
         .expect_err("no scale");
     assert_eq!(err.metric_label(), "no_scale_subresource");
@@ -851,12 +873,12 @@ async fn read_ahead_then_fire(
     between: impl FnOnce(),
 ) -> (Action, Action) {
     clock.set("2024-01-02T07:59:50Z");
-    let early = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+    let early = reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
         .await
         .expect("read-ahead");
     between();
     clock.set("2024-01-02T08:00:00Z");
-    let fire = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+    let fire = reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
         .await
         .expect("fire");
     (early, fire)
@@ -870,7 +892,7 @@ async fn the_target_is_read_ahead_and_written_at_the_scheduled_time() {
     let clock = ManualClock::new("2024-01-02T07:59:00Z");
     let (ctx, _) = context(&api, clock.clone());
     // 60 s before: nothing is read, the object wakes 10 s before the occurrence.
-    let action = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+    let action = reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
         .await
         .expect("early");
     assert_eq!(action, Action::requeue(Duration::from_secs(50)));
@@ -957,7 +979,7 @@ async fn events_are_published_off_the_fire_path() {
     let (ctx, _) = context(&api, ManualClock::new("2024-01-02T08:00:00Z"));
     // The Events API hangs: the fire and its status still complete.
     let blocked = api.1.clone().write_owned().await;
-    reconcile(Arc::new(obj), ctx.clone())
+    reconcile_written(Arc::new(obj), ctx.clone())
         .await
         .expect("reconcile");
     assert_eq!(api.replicas("web-servers"), 60);
@@ -984,12 +1006,14 @@ async fn only_the_watch_event_of_our_own_status_write_skips_planning() {
     let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
     let clock = ManualClock::new("2024-01-02T08:00:00Z");
     let (ctx, _) = context(&api, clock.clone());
-    let first = reconcile(Arc::new(obj), ctx.clone()).await.expect("08:00");
+    let first = reconcile_written(Arc::new(obj), ctx.clone())
+        .await
+        .expect("08:00");
     assert_eq!(api.replicas("web-servers"), 60);
     // Our own write comes back through the watch: same decision, no request.
     let requests = api.with(|s| s.log.len());
     clock.set("2024-01-02T08:00:01Z");
-    let again = reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
+    let again = reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx.clone())
         .await
         .expect("own write");
     assert_eq!(api.with(|s| s.log.len()), requests);
@@ -1013,8 +1037,79 @@ async fn only_the_watch_event_of_our_own_status_write_skips_planning() {
             .push(json!({"schedule": "@every 1s", "targetReplicas": 7}));
         c["metadata"]["resourceVersion"] = json!("500");
     });
-    reconcile(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
+    reconcile_written(Arc::new(api.cronhpa("web-servers-cronhpa")), ctx)
         .await
         .expect("changed");
     assert_eq!(api.replicas("web-servers"), 7);
+}
+
+#[tokio::test]
+async fn statuses_wait_for_fires_in_flight_and_a_stale_cache_never_fires_twice() {
+    let api = MockApi::default();
+    api.add_deployment("web-servers", 3);
+    let obj = api.add_cronhpa(&web_servers(Some("2024-01-02T07:00:00Z")));
+    let clock = ManualClock::new("2024-01-02T08:00:00Z");
+    let (ctx, registry) = context(&api, clock.clone());
+
+    // Another object's scale is still in flight: this fire's status and Event wait for it.
+    let other_fire = ctx.gate.enter();
+    reconcile(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect("08:00");
+    assert_eq!(api.replicas("web-servers"), 60);
+    assert_eq!(api.count("PUT"), 1);
+    assert_eq!(ctx.status.pending(), 1);
+    assert!(
+        !ctx.status.flush_for(Duration::from_millis(300)).await,
+        "no status write while a fire is in flight"
+    );
+    assert_eq!(api.count("PATCH"), 0);
+    assert!(api.event_reasons().is_empty(), "nor an Event");
+
+    // Someone scales the target back; the cache still shows the old status. The next
+    // reconciliation plans from the status decided, so 08:00 is not fired again.
+    api.with(|s| {
+        s.objects
+            .get_mut(&format!("{DEPLOYMENTS}/web-servers"))
+            .expect("deployment")["spec"]["replicas"] = json!(3);
+    });
+    clock.set("2024-01-02T08:00:01Z");
+    reconcile(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect("stale cache");
+    assert_eq!(api.count("PUT"), 1, "fired once");
+    assert_eq!(api.replicas("web-servers"), 3);
+
+    // The burst ends: the status is written, then the Event published.
+    drop(other_fire);
+    assert!(ctx.status.flush_for(Duration::from_secs(10)).await);
+    ctx.events.flush().await;
+    let status = api.cronhpa("web-servers-cronhpa").status.expect("status");
+    assert_eq!(
+        status.last_schedule_time.map(|t| t.0.to_string()),
+        Some("2024-01-02T08:00:00Z".to_owned())
+    );
+    assert_eq!(
+        api.count("PATCH"),
+        1,
+        "one status write for both reconciliations"
+    );
+    let reasons: Vec<_> = api.event_reasons().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(reasons, ["SuccessfulRescale"]);
+    let text = addon_common::metrics::encode_text(&registry);
+    assert!(
+        text.contains(r#"cronhpa_controller_status_writes_total{result="succeeded"} 1"#),
+        "{text}"
+    );
+
+    // Once the cache shows the write, it is planned from the cache again.
+    let fresh = api.cronhpa("web-servers-cronhpa");
+    assert!(
+        ctx.status
+            .overlay(
+                "default/web-servers-cronhpa",
+                fresh.metadata.resource_version.as_deref()
+            )
+            .is_none()
+    );
 }
