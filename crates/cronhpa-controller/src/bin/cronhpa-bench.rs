@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use addon_common::api::{all_crds, tapp::TApp};
+use addon_common::api::{all_crds, cronhpa::CronHPA, tapp::TApp};
 use addon_common::testing::{KillOnDrop, read_kubeconfig};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Timelike, Utc};
@@ -66,6 +66,14 @@ struct Args {
 struct Replicas {
     #[serde(default)]
     replicas: i32,
+}
+
+/// A CronHPA's status as the benchmark's watcher decodes it: only `lastScheduleTime`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LastSchedule {
+    #[serde(default)]
+    last_schedule_time: Option<DateTime<Utc>>,
 }
 
 /// CPU seconds and (RSS, peak RSS) in MiB of a process.
@@ -250,6 +258,31 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    // Watch the CronHPAs: record when each status shows the fire (statuses are written off
+    // the fire path, after the scales).
+    let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel::<DateTime<Utc>>();
+    let status_api: Api<kube::core::Object<serde::de::IgnoredAny, LastSchedule>> =
+        Api::namespaced_with(
+            client.clone(),
+            "default",
+            &kube::api::ApiResource::erase::<CronHPA>(&()),
+        );
+    let status_task = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let stream = watcher(status_api, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(cron)) = stream.next().await {
+            let recorded = cron
+                .status
+                .as_ref()
+                .and_then(|s| s.last_schedule_time)
+                .is_some_and(|t| t == fire);
+            if recorded && seen.insert(cron.metadata.name.clone().unwrap_or_default()) {
+                let _ = status_tx.send(Utc::now());
+            }
+        }
+    });
+
     // Idle: from 5 s after start until read-ahead + 2 s before the fire.
     let quiet_before = args.read_ahead + Duration::from_secs(2);
     let until_fire = (fire - Utc::now()).to_std().unwrap_or_default();
@@ -285,8 +318,19 @@ async fn main() -> anyhow::Result<()> {
     let firing_secs = firing_start.elapsed().as_secs_f64();
     let cpu2 = cpus(pid, sandbox_pid)?;
     let (_, rss, peak) = usage(pid)?;
+    // Statuses: until every CronHPA records the fire (at most 60 s more).
+    let mut status_lateness = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while status_lateness.len() < n {
+        match tokio::time::timeout_at(deadline, status_rx.recv()).await {
+            Ok(Some(at)) => status_lateness
+                .push((at - fire).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6),
+            _ => break,
+        }
+    }
     let metrics = scrape(admin_port).await.unwrap_or_default();
     watch_task.abort();
+    status_task.abort();
     drop(controller);
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&work);
@@ -312,6 +356,13 @@ async fn main() -> anyhow::Result<()> {
         lateness.last().copied().unwrap_or(f64::NAN)
     );
     println!("  within 2 s                {within} / {n}");
+    status_lateness.sort_by(f64::total_cmp);
+    println!(
+        "  statuses written          {} / {n}, p50 / max {:.3} / {:.3} s after the scheduled time",
+        status_lateness.len(),
+        percentile(&status_lateness, 0.5),
+        status_lateness.last().copied().unwrap_or(f64::NAN)
+    );
     // Completions per half second after the scheduled time: where the throughput goes.
     let mut per_half: Vec<usize> = Vec::new();
     for l in &lateness {
@@ -367,6 +418,12 @@ async fn main() -> anyhow::Result<()> {
     );
     if lateness.len() < n {
         bail!("only {} of {n} targets were scaled", lateness.len());
+    }
+    if status_lateness.len() < n {
+        bail!(
+            "only {} of {n} statuses recorded the fire",
+            status_lateness.len()
+        );
     }
     Ok(())
 }
