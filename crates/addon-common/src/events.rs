@@ -18,7 +18,9 @@ use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
+
+use crate::writes::Writer;
 use serde_json::json;
 
 pub use kube::runtime::events::EventType;
@@ -197,7 +199,7 @@ impl EventRecorder {
                 .unwrap_or_else(|p| p.into_inner())
                 .expiry
                 .push_back((now + SERIES_WINDOW, key.clone()));
-            let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+            let api: Writer<K8sEvent> = Writer::namespaced(self.client.clone(), &namespace);
             let patch = json!({"series": {"count": count, "lastObservedTime": stamp}});
             match api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -220,7 +222,7 @@ impl EventRecorder {
             regarding.name.as_deref().unwrap_or(&self.controller),
             self.name_suffix()
         );
-        let event = json!({
+        let mut event = json!({
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
@@ -230,18 +232,13 @@ impl EventRecorder {
             "action": action,
             "note": truncate_note(note),
             "regarding": regarding,
-            "related": related,
             "reportingController": self.controller,
             "reportingInstance": self.instance,
         });
-        let event: K8sEvent = match serde_json::from_value(event) {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::warn!(%error, reason, "cannot build event");
-                return;
-            }
-        };
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        if let Some(related) = related {
+            event["related"] = json!(related);
+        }
+        let api: Writer<K8sEvent> = Writer::namespaced(self.client.clone(), &namespace);
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,7 +8,8 @@
 //!   client, admin server, signals and leadership together;
 //! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
-//!   certificates (from a mounted Secret, or self-managed in a shared Secret).
+//!   certificates (from a mounted Secret, or self-managed in a shared Secret);
+//! - [`writes`]: creates and patches that decode only the response's resourceVersion.
 //!
 //! `kube`, `k8s_openapi` and `schemars` are re-exported so every controller uses the
 //! workspace's one version of each.
@@ -28,6 +29,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod watch;
 pub mod webhook;
+pub mod writes;
 
 pub use error::{Error, Result};
 pub use k8s_openapi;

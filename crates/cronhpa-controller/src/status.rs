@@ -28,10 +28,11 @@ use std::{
     time::Duration,
 };
 
+use addon_common::writes::Writer;
 use addon_common::{api::cronhpa::CronHPA, api::cronhpa::CronHPAStatus, backoff::Backoff};
 use chrono::{DateTime, Utc};
 use kube::{
-    Api, Client,
+    Client,
     api::{Patch, PatchParams},
 };
 use serde_json::json;
@@ -313,10 +314,16 @@ impl Inner {
                 entry.seq,
             )
         };
-        let api: Api<CronHPA> = Api::namespaced(self.client.clone(), &namespace);
+        // Only the written resourceVersion is read from the response.
+        let api: Writer<CronHPA> = Writer::namespaced(self.client.clone(), &namespace);
         let patch = json!({ "status": status });
         let result = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_subresource(
+                "status",
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await;
         let mut s = self.lock();
         let current = s.entries.get(&key).is_some_and(|e| e.seq == seq);

@@ -28,6 +28,7 @@ use crate::plan::{self, DeleteReason, Flags, Observed, Plan, UpdateKind, status_
 use crate::slim::SlimPod;
 use crate::{Error, Result};
 use addon_common::watch::{self, Relists};
+use addon_common::writes::{Writer, Written};
 
 /// Component name: field manager, event reporter, lease name.
 pub const COMPONENT: &str = "tapp-controller";
@@ -469,8 +470,10 @@ async fn execute(
     let ns = tapp.namespace().unwrap_or_default();
     let name = tapp.name_any();
     let client = &ctx.client;
-    let tapps: Api<TApp> = Api::namespaced(client.clone(), &ns);
+    let tapps: Writer<TApp> = Writer::namespaced(client.clone(), &ns);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // Writes whose response is read for its resourceVersion only (addon_common::writes).
+    let pod_writer: Writer<Pod> = Writer::namespaced(client.clone(), &ns);
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let reference = tapp.object_ref(&());
     let pp = PatchParams::default();
@@ -485,7 +488,7 @@ async fn execute(
         tracing::info!(tapp = key, "writing defaults");
         let written = tapps.patch(&name, &pp, &Patch::Merge(&defaults)).await?;
         ctx.expectations
-            .tapp_written(key, written.metadata.resource_version.as_deref());
+            .tapp_written(key, written.resource_version());
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
 
@@ -556,10 +559,11 @@ async fn execute(
 
     // Readiness-gate conditions before deletes and updates.
     let cond_results = join_all(plan.conditions.iter().map(|c| {
-        let pod_api = pod_api.clone();
+        let pod_writer = pod_writer.clone();
         async move {
-            let r = pod_api
-                .patch_status(
+            let r = pod_writer
+                .patch_subresource(
+                    "status",
                     &c.name,
                     &PatchParams::default(),
                     &Patch::Strategic(&c.patch),
@@ -571,9 +575,9 @@ async fn execute(
     .await;
     for r in cond_results {
         match r {
-            Ok((c, Ok(pod))) => {
+            Ok((c, Ok(written))) => {
                 ctx.expectations
-                    .written(key, &c.name, pod.metadata.resource_version.as_deref());
+                    .written(key, &c.name, written.resource_version());
             }
             // Gone, or replaced by a namesake (its uid differs from the patch's): the next
             // reconcile sees the new pod.
@@ -606,8 +610,8 @@ async fn execute(
             .iter()
             .filter(|p| !failed_claims.contains(&p.name_any()))
             .map(|p| {
-                let pod_api = pod_api.clone();
-                async move { (p, pod_api.create(&PostParams::default(), p).await) }
+                let pod_writer = pod_writer.clone();
+                async move { (p, pod_writer.create(&PostParams::default(), p).await) }
             }),
     );
     let (deletes, creates) = futures::join!(deletes, creates);
@@ -651,11 +655,8 @@ async fn execute(
     for (p, r) in creates {
         match r {
             Ok(created) => {
-                ctx.expectations.created(
-                    key,
-                    &p.name_any(),
-                    created.metadata.resource_version.as_deref(),
-                );
+                ctx.expectations
+                    .created(key, &p.name_any(), created.resource_version());
                 ctx.recorder
                     .publish(
                         &reference,
@@ -686,21 +687,21 @@ async fn execute(
 
     // In-place updates, sequentially (resize subresource first, then images and labels).
     for u in &plan.updates {
-        let result: Result<Pod> = async {
+        let result: Result<Written> = async {
             if let Some(rp) = &u.resize_patch {
-                pod_api
+                pod_writer
                     .patch_subresource("resize", &u.name, &pp, &json_patch(rp.clone())?)
                     .await?;
             }
-            Ok(pod_api
+            Ok(pod_writer
                 .patch(&u.name, &pp, &json_patch(u.patch.clone())?)
                 .await?)
         }
         .await;
         match result {
-            Ok(pod) => {
+            Ok(written) => {
                 ctx.expectations
-                    .written(key, &u.name, pod.metadata.resource_version.as_deref());
+                    .written(key, &u.name, written.resource_version());
                 let method = match u.kind {
                     UpdateKind::Metadata => "metadata",
                     UpdateKind::Images => "in_place",
@@ -784,10 +785,13 @@ async fn execute(
         );
         if tapp.status.as_ref() != Some(status) {
             let patch = status_patch(tapp.status.as_ref(), status);
-            match tapps.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
+            match tapps
+                .patch_subresource("status", &name, &pp, &Patch::Merge(&patch))
+                .await
+            {
                 Ok(written) => ctx
                     .expectations
-                    .tapp_written(key, written.metadata.resource_version.as_deref()),
+                    .tapp_written(key, written.resource_version()),
                 Err(e) => fail(e.into()),
             }
         }
