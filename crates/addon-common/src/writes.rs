@@ -39,7 +39,7 @@ impl Written {
     }
 }
 
-/// Creates and patches objects of kind `K` in one namespace (or cluster-wide), decoding each
+/// Creates and patches objects of kind `K` in one namespace, decoding each
 /// response into [`Written`]. Errors are those of `Api<K>` (`kube::Error::Api` carries the
 /// server's Status).
 pub struct Writer<K> {
@@ -68,15 +68,6 @@ where
         Self {
             client,
             request: Request::new(K::url_path(&(), Some(namespace))),
-            kind: PhantomData,
-        }
-    }
-
-    /// Cluster-scoped objects of `K` (or `K` across all namespaces).
-    pub fn all(client: Client) -> Self {
-        Self {
-            client,
-            request: Request::new(K::url_path(&(), None)),
             kind: PhantomData,
         }
     }
