@@ -10,6 +10,7 @@
 //! count, and expiry pops a time-ordered queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,22 +39,29 @@ struct Series {
     expires: Instant,
 }
 
+/// The most series remembered (client-go's event correlator keeps 4096 too): beyond it the
+/// oldest is forgotten, and its next repeat starts a new Event instead of counting on.
+pub const MAX_SERIES: usize = 4096;
+
+/// Live series by a 64-bit hash of (type, reason, action, regarding, related): the keys are
+/// long and a controller of many objects publishes thousands of distinct ones.
 #[derive(Default)]
 struct Cache {
-    series: HashMap<String, Series>,
+    series: HashMap<u64, Series>,
     /// (expiry, key) in publish order; an entry whose series was renewed since is skipped.
-    expiry: VecDeque<(Instant, String)>,
+    expiry: VecDeque<(Instant, u64)>,
 }
 
 impl Cache {
+    /// Forgets the series expired at `now`, then the oldest ones beyond [`MAX_SERIES`].
     fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.expiry.front() {
-            if *at > now {
+        while let Some(&(at, key)) = self.expiry.front() {
+            if at > now && self.series.len() <= MAX_SERIES {
                 break;
             }
-            if let Some((_, key)) = self.expiry.pop_front()
-                && self.series.get(&key).is_some_and(|s| s.expires <= now)
-            {
+            self.expiry.pop_front();
+            // A record older than its series' last renewal is stale: skip it.
+            if self.series.get(&key).is_some_and(|s| s.expires <= at) {
                 self.series.remove(&key);
             }
         }
@@ -76,10 +84,9 @@ pub struct EventRecorder {
     last_nanos: Arc<AtomicU64>,
 }
 
-fn reference_key(out: &mut String, r: &ObjectReference) {
+fn reference_key(h: &mut DefaultHasher, r: &ObjectReference) {
     for part in [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid] {
-        out.push_str(part.as_deref().unwrap_or(""));
-        out.push('\u{1}');
+        part.as_deref().unwrap_or("").hash(h);
     }
 }
 
@@ -176,11 +183,15 @@ impl EventRecorder {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
         };
-        let mut key = format!("{type_name}\u{1}{reason}\u{1}{action}\u{1}");
-        reference_key(&mut key, regarding);
-        if let Some(r) = &related {
-            reference_key(&mut key, r);
-        }
+        let key = {
+            let mut h = DefaultHasher::new();
+            (type_name, reason, action).hash(&mut h);
+            reference_key(&mut h, regarding);
+            if let Some(r) = &related {
+                reference_key(&mut h, r);
+            }
+            h.finish()
+        };
         let now = Instant::now();
         let stamp = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
         // Renew a live series (the lock is not held across the API call).
@@ -198,7 +209,7 @@ impl EventRecorder {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .expiry
-                .push_back((now + SERIES_WINDOW, key.clone()));
+                .push_back((now + SERIES_WINDOW, key));
             let api: Writer<K8sEvent> = Writer::namespaced(self.client.clone(), &namespace);
             let patch = json!({"series": {"count": count, "lastObservedTime": stamp}});
             match api
@@ -243,7 +254,7 @@ impl EventRecorder {
             Ok(_) => {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 cache.series.insert(
-                    key.clone(),
+                    key,
                     Series {
                         namespace,
                         name,
@@ -252,6 +263,7 @@ impl EventRecorder {
                     },
                 );
                 cache.expiry.push_back((now + SERIES_WINDOW, key));
+                cache.expire(now);
             }
             Err(error) => {
                 tracing::warn!(%error, reason, object = ?regarding.name, "cannot publish event");
@@ -277,6 +289,61 @@ pub fn truncate_note(mut note: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(cache: &mut Cache, key: u64, expires: Instant) {
+        cache.series.insert(
+            key,
+            Series {
+                namespace: "ns".into(),
+                name: format!("e{key}"),
+                count: 1,
+                expires,
+            },
+        );
+        cache.expiry.push_back((expires, key));
+    }
+
+    #[test]
+    fn series_expire_after_their_last_renewal() {
+        let t0 = Instant::now();
+        let mut cache = Cache::default();
+        add(&mut cache, 1, t0 + SERIES_WINDOW);
+        add(&mut cache, 2, t0 + SERIES_WINDOW);
+        // Series 1 is renewed a minute later.
+        let renewed = t0 + Duration::from_secs(60) + SERIES_WINDOW;
+        cache.series.get_mut(&1).expect("series 1").expires = renewed;
+        cache.expiry.push_back((renewed, 1));
+        cache.expire(t0 + SERIES_WINDOW);
+        assert!(cache.series.contains_key(&1), "renewed series kept");
+        assert!(!cache.series.contains_key(&2), "expired series dropped");
+        cache.expire(renewed);
+        assert!(cache.series.is_empty());
+        assert!(cache.expiry.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_series_are_forgotten_beyond_the_cap() {
+        let t0 = Instant::now();
+        let mut cache = Cache::default();
+        for key in 0..(MAX_SERIES as u64 + 10) {
+            add(
+                &mut cache,
+                key,
+                t0 + SERIES_WINDOW + Duration::from_millis(key),
+            );
+        }
+        // Series 0 was renewed, so it is not the oldest any more.
+        let renewed = t0 + SERIES_WINDOW + Duration::from_secs(3600);
+        cache.series.get_mut(&0).expect("series 0").expires = renewed;
+        cache.expiry.push_back((renewed, 0));
+        cache.expire(t0);
+        assert_eq!(cache.series.len(), MAX_SERIES);
+        assert!(cache.series.contains_key(&0), "renewed series kept");
+        for key in 1..=10 {
+            assert!(!cache.series.contains_key(&key), "series {key} forgotten");
+        }
+        assert!(cache.series.contains_key(&11));
+    }
 
     #[test]
     fn short_notes_are_kept() {
