@@ -114,11 +114,17 @@ impl Metrics {
         updated: u32,
         desired: u32,
     ) {
+        // Only statuses some instance has: 11 statuses x thousands of TApps of mostly-zero
+        // series cost memory and scrape time for nothing.
         for s in InstanceStatus::ALL {
             let n = statuses.values().filter(|v| **v == s).count() as i64;
-            self.instances
-                .with_label_values(&[ns, name, s.as_str()])
-                .set(n);
+            if n > 0 {
+                self.instances
+                    .with_label_values(&[ns, name, s.as_str()])
+                    .set(n);
+            } else {
+                let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
+            }
         }
         self.rollout_updated
             .with_label_values(&[ns, name])
@@ -135,5 +141,59 @@ impl Metrics {
         }
         let _ = self.rollout_updated.remove_label_values(&[ns, name]);
         let _ = self.rollout_desired.remove_label_values(&[ns, name]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn series(registry: &Registry) -> Vec<String> {
+        let mut out = Vec::new();
+        for family in registry.gather() {
+            if family.name() != "tapp_controller_instances" {
+                continue;
+            }
+            for m in family.get_metric() {
+                let status = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "status")
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default();
+                out.push(format!("{status}={}", m.get_gauge().get_value()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn instance_gauges_exist_only_for_statuses_some_instance_has() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).expect("register");
+        let statuses = |list: &[(&str, InstanceStatus)]| -> BTreeMap<String, InstanceStatus> {
+            list.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        use InstanceStatus::{Pending, Running};
+        metrics.set_tapp(
+            "ns",
+            "t",
+            &statuses(&[("0", Running), ("1", Pending)]),
+            1,
+            2,
+        );
+        assert_eq!(series(&registry), ["Pending=1", "Running=1"]);
+        metrics.set_tapp(
+            "ns",
+            "t",
+            &statuses(&[("0", Running), ("1", Running)]),
+            2,
+            2,
+        );
+        assert_eq!(series(&registry), ["Running=2"]);
+        metrics.forget_tapp("ns", "t");
+        assert!(series(&registry).is_empty());
     }
 }
