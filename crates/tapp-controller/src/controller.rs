@@ -25,6 +25,7 @@ use crate::expectations::Expectations;
 use crate::index::OwnerIndex;
 use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason, Flags, Observed, Plan, UpdateKind, status_patch};
+use crate::pods::PodView;
 use crate::slim::SlimPod;
 use crate::{Error, Result};
 use addon_common::watch::{self, Relists};
@@ -129,12 +130,7 @@ pub async fn run(
         watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
     )
     .default_backoff()
-    .map(move |event| {
-        if let Ok(event) = &event {
-            pod_index.apply_watcher_event(event);
-        }
-        event
-    });
+    .map(move |event| event.map(|e| pod_index.apply_watcher_event(e)));
     let pod_stream = watch::triggers(pod_stream, relists.clone());
     let pod_stream = skip_watch_errors("pods", pod_stream);
     let (pvcs, pvc_writer) = reflector::store::<PersistentVolumeClaim>();
@@ -169,6 +165,7 @@ pub async fn run(
     // streams (and the reflectors inside them) and escalates across them.
     let (tapp_store, tapp_writer) = reflector::store::<TApp>();
     let tapp_stream = watcher(api_of::<TApp>(&client, ns), watcher::Config::default())
+        .modify(|t| t.metadata.managed_fields = None)
         .default_backoff()
         .reflect(tapp_writer);
     let tapp_stream = watch::triggers(tapp_stream, relists);
@@ -364,7 +361,7 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
 
-    let pods: Vec<Arc<Pod>> = ctx
+    let pods: Vec<Arc<SlimPod>> = ctx
         .pods
         .controlled_by(&uid)
         .into_iter()
@@ -373,7 +370,7 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
     let unmet = ctx.expectations.unmet(
         &key,
         tapp.metadata.resource_version.as_deref(),
-        pods.iter().map(AsRef::as_ref),
+        pods.iter().map(|p| &p.metadata),
     );
     if unmet > 0 {
         // The watch event of our last write triggers this TApp again.
@@ -402,7 +399,7 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
     // Only the nodes the TApp's pods are on (a node missing from the cache is gone).
     let nodes: Option<BTreeMap<String, bool>> = ctx.nodes.as_ref().map(|s| {
         pods.iter()
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .filter_map(|p| p.node_name().map(str::to_string))
             .filter_map(|node| {
                 let n = s.get(&ObjectRef::new(&node))?;
                 let ready = n
@@ -462,7 +459,7 @@ fn not_found(e: &kube::Error) -> bool {
 /// Performs `plan`; the first API error is returned after the rest (and the status) is done.
 async fn execute(
     tapp: &TApp,
-    pods: &[Arc<Pod>],
+    pods: &[Arc<SlimPod>],
     plan: Plan,
     ctx: &Context,
     key: &str,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// What the cache must show of one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl Expectations {
         &self,
         key: &str,
         tapp_rv: Option<&str>,
-        pods: impl IntoIterator<Item = &'a Pod>,
+        pods: impl IntoIterator<Item = &'a ObjectMeta>,
     ) -> usize {
         let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
         let Some(e) = all.get_mut(key) else {
@@ -135,9 +135,9 @@ impl Expectations {
             e.tapp = None;
         }
         if !e.pods.is_empty() {
-            let by_name: HashMap<&str, &Pod> = pods
+            let by_name: HashMap<&str, &ObjectMeta> = pods
                 .into_iter()
-                .filter_map(|p| p.metadata.name.as_deref().map(|n| (n, p)))
+                .filter_map(|p| p.name.as_deref().map(|n| (n, p)))
                 .collect();
             e.pods.retain(|name, (want, until)| {
                 if now >= *until {
@@ -145,18 +145,16 @@ impl Expectations {
                     return false;
                 }
                 let cached = by_name.get(name.as_str());
-                let met = match want {
-                    Want::Created(rv) => cached.is_some_and(|p| {
-                        number(p.metadata.resource_version.as_deref()) >= Some(*rv)
-                    }),
-                    Want::Written(rv) => cached.is_none_or(|p| {
-                        number(p.metadata.resource_version.as_deref()) >= Some(*rv)
-                    }),
-                    Want::Deleted(uid) => cached.is_none_or(|p| {
-                        p.metadata.uid.as_deref() != Some(uid.as_str())
-                            || p.metadata.deletion_timestamp.is_some()
-                    }),
-                };
+                let met =
+                    match want {
+                        Want::Created(rv) => cached
+                            .is_some_and(|p| number(p.resource_version.as_deref()) >= Some(*rv)),
+                        Want::Written(rv) => cached
+                            .is_none_or(|p| number(p.resource_version.as_deref()) >= Some(*rv)),
+                        Want::Deleted(uid) => cached.is_none_or(|p| {
+                            p.uid.as_deref() != Some(uid.as_str()) || p.deletion_timestamp.is_some()
+                        }),
+                    };
                 !met
             });
         }
@@ -189,6 +187,7 @@ impl Expectations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     fn pod(name: &str, uid: &str, rv: &str, terminating: bool) -> Pod {
@@ -207,23 +206,44 @@ mod tests {
         // Created: unmet until the pod is cached at the created version or later.
         x.created(k, "t-0", Some("10"));
         assert_eq!(x.unmet(k, Some("1"), []), 1);
-        assert_eq!(x.unmet(k, Some("1"), [&pod("t-0", "old", "9", false)]), 1);
-        assert_eq!(x.unmet(k, Some("1"), [&pod("t-0", "u0", "10", false)]), 0);
+        assert_eq!(
+            x.unmet(k, Some("1"), [&pod("t-0", "old", "9", false).metadata]),
+            1
+        );
+        assert_eq!(
+            x.unmet(k, Some("1"), [&pod("t-0", "u0", "10", false).metadata]),
+            0
+        );
         assert!(x.is_empty());
 
         // Written: unmet on an older version; met by a newer one or by the pod's absence.
         x.written(k, "t-0", Some("20"));
-        assert_eq!(x.unmet(k, None, [&pod("t-0", "u0", "19", false)]), 1);
-        assert_eq!(x.unmet(k, None, [&pod("t-0", "u0", "21", false)]), 0);
+        assert_eq!(
+            x.unmet(k, None, [&pod("t-0", "u0", "19", false).metadata]),
+            1
+        );
+        assert_eq!(
+            x.unmet(k, None, [&pod("t-0", "u0", "21", false).metadata]),
+            0
+        );
         x.written(k, "t-0", Some("30"));
         assert_eq!(x.unmet(k, None, []), 0, "deleted by someone else meanwhile");
 
         // Deleted: met when gone, terminating, or replaced by a pod with another UID.
         x.deleted(k, "t-0", "u0");
-        assert_eq!(x.unmet(k, None, [&pod("t-0", "u0", "40", false)]), 1);
-        assert_eq!(x.unmet(k, None, [&pod("t-0", "u0", "41", true)]), 0);
+        assert_eq!(
+            x.unmet(k, None, [&pod("t-0", "u0", "40", false).metadata]),
+            1
+        );
+        assert_eq!(
+            x.unmet(k, None, [&pod("t-0", "u0", "41", true).metadata]),
+            0
+        );
         x.deleted(k, "t-0", "u0");
-        assert_eq!(x.unmet(k, None, [&pod("t-0", "u1", "42", false)]), 0);
+        assert_eq!(
+            x.unmet(k, None, [&pod("t-0", "u1", "42", false).metadata]),
+            0
+        );
 
         // The TApp itself.
         x.tapp_written(k, Some("50"));
@@ -237,8 +257,14 @@ mod tests {
         x.created("ns/a", "a-0", Some("5"));
         x.written("ns/a", "a-0", Some("7"));
         x.created("ns/b", "b-0", Some("6"));
-        assert_eq!(x.unmet("ns/a", None, [&pod("a-0", "u", "6", false)]), 1);
-        assert_eq!(x.unmet("ns/a", None, [&pod("a-0", "u", "7", false)]), 0);
+        assert_eq!(
+            x.unmet("ns/a", None, [&pod("a-0", "u", "6", false).metadata]),
+            1
+        );
+        assert_eq!(
+            x.unmet("ns/a", None, [&pod("a-0", "u", "7", false).metadata]),
+            0
+        );
         assert_eq!(x.unmet("ns/b", None, []), 1);
         x.forget("ns/b");
         assert!(x.is_empty());

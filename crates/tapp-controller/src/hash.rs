@@ -133,8 +133,8 @@ impl TemplateHashes {
 }
 
 /// Whether a pod's hash labels were written by this implementation.
-pub fn has_own_hashes(pod: &Pod) -> bool {
-    labels_have_own_hashes(pod.metadata.labels.as_ref())
+pub fn has_own_hashes(pod: &impl crate::pods::PodView) -> bool {
+    labels_have_own_hashes(pod.metadata().labels.as_ref())
 }
 
 /// Whether both hash labels of a label set were written by this implementation.

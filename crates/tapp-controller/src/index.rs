@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::slim::SlimPod;
 use kube::runtime::watcher::Event;
@@ -21,7 +21,7 @@ type Key = (String, String);
 #[derive(Default)]
 struct State {
     /// Controller owner UID -> (namespace, name) -> pod.
-    by_owner: HashMap<String, BTreeMap<Key, SlimPod>>,
+    by_owner: HashMap<String, BTreeMap<Key, Arc<SlimPod>>>,
     /// (namespace, name) -> controller owner UID, for pods that have one.
     owner_of: HashMap<Key, String>,
     /// Objects of a relist in progress (`Init` .. `InitDone`).
@@ -48,6 +48,23 @@ fn key_of(pod: &SlimPod) -> Key {
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// What the controller's trigger mapping reads of a pod: name, namespace and the controller
+/// owner reference.
+fn trigger_stub(pod: &SlimPod) -> SlimPod {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    SlimPod::from_metadata(ObjectMeta {
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        owner_references: owner.map(|r| vec![r.clone()]),
+        ..ObjectMeta::default()
+    })
 }
 
 fn controller_uid(pod: &SlimPod) -> Option<String> {
@@ -78,7 +95,10 @@ impl State {
         self.remove(&key);
         if let Some(owner) = controller_uid(&pod) {
             self.owner_of.insert(key.clone(), owner.clone());
-            self.by_owner.entry(owner).or_default().insert(key, pod);
+            self.by_owner
+                .entry(owner)
+                .or_default()
+                .insert(key, Arc::new(pod));
             self.len += 1;
         }
     }
@@ -101,17 +121,31 @@ impl OwnerIndex {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one watcher event (a relist replaces the whole content at its `InitDone`).
-    pub fn apply_watcher_event(&self, event: &Event<SlimPod>) {
+    /// Applies one watcher event (a relist replaces the whole content at its `InitDone`) and
+    /// returns it with each pod reduced to what a trigger reads (name, namespace, owner
+    /// references): the pod itself moves into the index, nothing is cloned.
+    pub fn apply_watcher_event(&self, event: Event<SlimPod>) -> Event<SlimPod> {
         let mut s = self.write();
         match event {
-            Event::Apply(pod) => s.insert(pod.clone()),
-            Event::Delete(pod) => s.remove(&key_of(pod)),
-            Event::Init => s.relist = Some(Vec::new()),
+            Event::Apply(pod) => {
+                let stub = trigger_stub(&pod);
+                s.insert(pod);
+                Event::Apply(stub)
+            }
+            Event::Delete(pod) => {
+                s.remove(&key_of(&pod));
+                Event::Delete(trigger_stub(&pod))
+            }
+            Event::Init => {
+                s.relist = Some(Vec::new());
+                Event::Init
+            }
             Event::InitApply(pod) => {
+                let stub = trigger_stub(&pod);
                 if let Some(list) = s.relist.as_mut() {
-                    list.push(pod.clone());
+                    list.push(pod);
                 }
+                Event::InitApply(stub)
             }
             Event::InitDone => {
                 let list = s.relist.take().unwrap_or_default();
@@ -122,17 +156,18 @@ impl OwnerIndex {
                 *s = fresh;
                 drop(s);
                 self.ready.send_replace(true);
+                Event::InitDone
             }
         }
     }
 
-    /// The pods whose controller owner has `uid`, in (namespace, name) order (each holding
-    /// the fields a [`SlimPod`] keeps).
-    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<Pod>> {
+    /// The pods whose controller owner has `uid`, in (namespace, name) order (shared, not
+    /// copied).
+    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<SlimPod>> {
         self.read()
             .by_owner
             .get(uid)
-            .map(|set| set.values().map(|p| Arc::new(p.to_pod())).collect())
+            .map(|set| set.values().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -187,15 +222,15 @@ mod tests {
     fn indexes_by_controller_owner_and_follows_changes() {
         let index = OwnerIndex::new();
         assert!(!index.is_ready());
-        index.apply_watcher_event(&Event::Init);
-        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
-        index.apply_watcher_event(&Event::InitApply(pod("b-0", Some("b"))));
-        index.apply_watcher_event(&Event::InitApply(pod("orphan", None)));
+        index.apply_watcher_event(Event::Init);
+        index.apply_watcher_event(Event::InitApply(pod("a-0", Some("a"))));
+        index.apply_watcher_event(Event::InitApply(pod("b-0", Some("b"))));
+        index.apply_watcher_event(Event::InitApply(pod("orphan", None)));
         assert!(
             names(&index, "a").is_empty(),
             "nothing visible before InitDone"
         );
-        index.apply_watcher_event(&Event::InitDone);
+        index.apply_watcher_event(Event::InitDone);
         assert!(index.is_ready());
         assert_eq!(names(&index, "a"), ["a-0"]);
         assert_eq!(
@@ -204,15 +239,15 @@ mod tests {
             "pods without a controller owner are not kept"
         );
 
-        index.apply_watcher_event(&Event::Apply(pod("a-1", Some("a"))));
+        index.apply_watcher_event(Event::Apply(pod("a-1", Some("a"))));
         assert_eq!(names(&index, "a"), ["a-0", "a-1"]);
         // Ownership moves (released and adopted by another controller).
-        index.apply_watcher_event(&Event::Apply(pod("a-1", Some("b"))));
+        index.apply_watcher_event(Event::Apply(pod("a-1", Some("b"))));
         assert_eq!(names(&index, "a"), ["a-0"]);
         assert_eq!(names(&index, "b"), ["a-1", "b-0"]);
-        index.apply_watcher_event(&Event::Apply(pod("a-1", None)));
+        index.apply_watcher_event(Event::Apply(pod("a-1", None)));
         assert_eq!(names(&index, "b"), ["b-0"]);
-        index.apply_watcher_event(&Event::Delete(pod("b-0", Some("b"))));
+        index.apply_watcher_event(Event::Delete(pod("b-0", Some("b"))));
         assert!(names(&index, "b").is_empty());
         assert_eq!(index.len(), 1);
     }
@@ -220,16 +255,16 @@ mod tests {
     #[test]
     fn a_relist_replaces_everything_at_init_done() {
         let index = OwnerIndex::new();
-        index.apply_watcher_event(&Event::Init);
-        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
-        index.apply_watcher_event(&Event::InitApply(pod("a-1", Some("a"))));
-        index.apply_watcher_event(&Event::InitDone);
+        index.apply_watcher_event(Event::Init);
+        index.apply_watcher_event(Event::InitApply(pod("a-0", Some("a"))));
+        index.apply_watcher_event(Event::InitApply(pod("a-1", Some("a"))));
+        index.apply_watcher_event(Event::InitDone);
         // A 410 and a relist: a-1 was deleted meanwhile, a-2 created.
-        index.apply_watcher_event(&Event::Init);
-        index.apply_watcher_event(&Event::InitApply(pod("a-0", Some("a"))));
+        index.apply_watcher_event(Event::Init);
+        index.apply_watcher_event(Event::InitApply(pod("a-0", Some("a"))));
         assert_eq!(names(&index, "a"), ["a-0", "a-1"], "old content until done");
-        index.apply_watcher_event(&Event::InitApply(pod("a-2", Some("a"))));
-        index.apply_watcher_event(&Event::InitDone);
+        index.apply_watcher_event(Event::InitApply(pod("a-2", Some("a"))));
+        index.apply_watcher_event(Event::InitDone);
         assert_eq!(names(&index, "a"), ["a-0", "a-2"]);
         assert_eq!(index.len(), 2);
     }
@@ -241,8 +276,8 @@ mod tests {
             let index = index.clone();
             tokio::spawn(async move { index.wait_until_ready().await })
         };
-        index.apply_watcher_event(&Event::Init);
-        index.apply_watcher_event(&Event::InitDone);
+        index.apply_watcher_event(Event::Init);
+        index.apply_watcher_event(Event::InitDone);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("ready seen")

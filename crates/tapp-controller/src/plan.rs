@@ -6,6 +6,7 @@
 //! metadata, resources), the status, and when to look again. The executor only performs it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Duration;
 
 use addon_common::api::tapp::{
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::hash::{Difference, RESIZE_HASH_ANNOTATION, TemplateHashes, compare, has_own_hashes};
 use crate::pods::{
-    PRE_UPDATE_IMAGE_IDS_ANNOTATION, condition, in_place_condition, instance_id, is_dying,
+    PRE_UPDATE_IMAGE_IDS_ANNOTATION, PodView, condition, in_place_condition, instance_id, is_dying,
     is_ready, is_updating, phase, selector_matches, selector_string,
 };
 
@@ -59,15 +60,25 @@ impl Default for Flags {
 }
 
 /// What the executor observed, all owned by (controller reference to) the TApp.
-#[derive(Debug, Default, Clone)]
-pub struct Observed<'a> {
-    /// Pods controlled by the TApp.
-    pub pods: Vec<&'a Pod>,
+#[derive(Debug, Clone)]
+pub struct Observed<'a, P = Pod> {
+    /// Pods controlled by the TApp (any [`PodView`]: `Pod`, or the cache's `SlimPod`).
+    pub pods: Vec<&'a P>,
     /// Claims in the TApp's namespace (any owner; matched by name).
     pub pvcs: Vec<&'a PersistentVolumeClaim>,
     /// Node name -> Ready condition is True. `None` when nodes are not known (then pods are
     /// only force-deleted for the `NodeLost` reason).
     pub nodes: Option<&'a BTreeMap<String, bool>>,
+}
+
+impl<P> Default for Observed<'_, P> {
+    fn default() -> Self {
+        Self {
+            pods: Vec::new(),
+            pvcs: Vec::new(),
+            nodes: None,
+        }
+    }
 }
 
 /// Why a pod is deleted.
@@ -293,20 +304,12 @@ pub fn app_status(statuses: &BTreeMap<String, InstanceStatus>) -> AppStatus {
 }
 
 /// Whether a completed pod of instance `id` should be recreated (Go `shouldPodMigrate`).
-pub fn should_migrate(spec: &TAppSpec, pod: &Pod, id: &str) -> bool {
+pub fn should_migrate(spec: &TAppSpec, pod: &impl PodView, id: &str) -> bool {
     if spec.never_migrate {
         return false;
     }
-    let status = pod.status.as_ref();
-    let bound = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    let no_statuses = status.is_none_or(|s| {
-        s.container_statuses.as_ref().is_none_or(Vec::is_empty)
-            && s.init_container_statuses.as_ref().is_none_or(Vec::is_empty)
-    });
+    let bound = pod.node_name().is_some_and(|n| !n.is_empty());
+    let no_statuses = !pod.has_container_statuses();
     if bound && no_statuses {
         // Bound but no container ever ran: the kubelet rejected the pod.
         return true;
@@ -315,10 +318,9 @@ pub fn should_migrate(spec: &TAppSpec, pod: &Pod, id: &str) -> bool {
         .template_for(id)
         .ok()
         .and_then(|t| t.spec.as_ref())
-        .or(pod.spec.as_ref())
-        .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
-    match policy.as_str() {
+        .map_or_else(|| pod.restart_policy(), |s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    match policy {
         "OnFailure" => phase(pod) == "Failed",
         "Never" => false,
         _ => true,
@@ -329,7 +331,7 @@ pub fn should_migrate(spec: &TAppSpec, pod: &Pod, id: &str) -> bool {
 pub fn pod_instance_status(
     spec: &TAppSpec,
     prev: Option<InstanceStatus>,
-    pod: &Pod,
+    pod: &impl PodView,
     id: &str,
 ) -> InstanceStatus {
     use InstanceStatus as S;
@@ -354,9 +356,9 @@ pub fn pod_instance_status(
 }
 
 /// Every instance's status: each pod's, then ids below replicas without a pod.
-pub fn instance_statuses(
+pub fn instance_statuses<P: PodView>(
     tapp: &TApp,
-    pods: &BTreeMap<u32, &Pod>,
+    pods: &BTreeMap<u32, &P>,
 ) -> BTreeMap<String, InstanceStatus> {
     use InstanceStatus as S;
     let prev = tapp.status.as_ref().map(|s| &s.statuses);
@@ -537,17 +539,13 @@ fn escape(key: &str) -> String {
 /// it once, whatever the cache showed and whatever the kubelet wrote meanwhile (a JSON patch
 /// appending to the list duplicated it on a stale cache). `metadata.uid` makes the API server
 /// refuse the patch if the pod was replaced by a namesake (uid is immutable).
-fn condition_patch(pod: &Pod, ready: bool, now: DateTime<Utc>) -> Value {
+fn condition_patch(pod: &impl PodView, ready: bool, now: DateTime<Utc>) -> Value {
     let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let status = if ready { "True" } else { "False" };
     let mut conditions = vec![
         json!({"type": IN_PLACE_UPDATE_READY_CONDITION, "status": status, "lastTransitionTime": now_s}),
     ];
-    let pod_ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let pod_ready = condition(pod, "Ready");
     if let Some(c) = pod_ready {
         let ours = c.reason.as_deref() == Some(READINESS_GATES_NOT_READY_REASON)
             && c.message.as_deref() == Some(READINESS_GATES_NOT_READY_MESSAGE);
@@ -561,7 +559,7 @@ fn condition_patch(pod: &Pod, ready: bool, now: DateTime<Utc>) -> Value {
             );
         }
     }
-    json!({"metadata": {"uid": pod.metadata.uid}, "status": {"conditions": conditions}})
+    json!({"metadata": {"uid": pod.metadata().uid}, "status": {"conditions": conditions}})
 }
 
 /// JSON patch of an in-place update: images by container name (init containers too — the
@@ -691,25 +689,31 @@ pub enum Sync {
 /// Compares a live pod with the pod its template produces (hash labels for our own pods,
 /// semantic comparison for pods whose hash labels another implementation wrote).
 pub fn sync_needed(
-    live: &Pod,
+    live: &impl PodView,
     expected: &Pod,
     hashes: &TemplateHashes,
     resize_supported: bool,
 ) -> Sync {
-    let label = |p: &Pod, k: &str| p.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let label = |k: &str| {
+        live.metadata()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .cloned()
+    };
     if has_own_hashes(live) {
-        if label(live, TEMPLATE_HASH_LABEL).as_deref() == Some(hashes.template.as_str()) {
+        if label(TEMPLATE_HASH_LABEL).as_deref() == Some(hashes.template.as_str()) {
             return Sync::UpToDate;
         }
-        if label(live, UNIQ_HASH_LABEL).as_deref() == Some(hashes.uniq.as_str()) {
-            return if images_differ(live, expected) {
+        if label(UNIQ_HASH_LABEL).as_deref() == Some(hashes.uniq.as_str()) {
+            return if images_differ(&live.to_pod(), expected) {
                 Sync::Update(UpdateKind::Images)
             } else {
                 Sync::Update(UpdateKind::Metadata)
             };
         }
         let resize_hash = live
-            .metadata
+            .metadata()
             .annotations
             .as_ref()
             .and_then(|a| a.get(RESIZE_HASH_ANNOTATION));
@@ -718,7 +722,7 @@ pub fn sync_needed(
         }
         return Sync::Recreate;
     }
-    match compare(expected, live) {
+    match compare(expected, &live.to_pod()) {
         Difference::None | Difference::Metadata => Sync::Update(UpdateKind::Metadata),
         Difference::Images => Sync::Update(UpdateKind::Images),
         Difference::Resources if resize_supported => Sync::Update(UpdateKind::Resize),
@@ -729,7 +733,7 @@ pub fn sync_needed(
 /// A pod is available: in the desired running set, Running, Ready, not dying, not updating,
 /// its in-place gate not False. (The executor plans only from caches that show its own
 /// writes: see `expectations`.)
-fn is_available(pod: &Pod) -> bool {
+fn is_available(pod: &impl PodView) -> bool {
     phase(pod) == "Running"
         && !is_dying(pod)
         && !is_updating(pod)
@@ -737,15 +741,11 @@ fn is_available(pod: &Pod) -> bool {
         && in_place_condition(pod) != Some(false)
 }
 
-fn node_lost(pod: &Pod, observed: &Observed<'_>) -> bool {
-    if pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(NODE_LOST_REASON) {
+fn node_lost<P>(pod: &impl PodView, observed: &Observed<'_, P>) -> bool {
+    if pod.reason() == Some(NODE_LOST_REASON) {
         return true;
     }
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or("");
+    let node = pod.node_name().unwrap_or("");
     match observed.nodes {
         Some(nodes) => node.is_empty() || nodes.get(node) != Some(&true),
         None => false,
@@ -753,7 +753,12 @@ fn node_lost(pod: &Pod, observed: &Observed<'_>) -> bool {
 }
 
 /// Plans one reconcile of `tapp`.
-pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Flags) -> Plan {
+pub fn plan<P: PodView>(
+    tapp: &TApp,
+    observed: &Observed<'_, P>,
+    now: DateTime<Utc>,
+    flags: &Flags,
+) -> Plan {
     let mut plan = Plan::default();
     if let Some(patch) = defaults_patch(tapp) {
         plan.defaults = Some(patch);
@@ -764,10 +769,11 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
     let replicas = spec.replicas.max(0) as u32;
 
     // Pods by id; only the pod named <tapp>-<id> counts for an id.
-    let mut pods: BTreeMap<u32, &Pod> = BTreeMap::new();
+    let mut pods: BTreeMap<u32, &P> = BTreeMap::new();
     for pod in &observed.pods {
         if let Some(id) = instance_id(pod)
-            && pod.metadata.name.as_deref() == Some(pod_name(&tapp_name, &id.to_string()).as_str())
+            && pod.metadata().name.as_deref()
+                == Some(pod_name(&tapp_name, &id.to_string()).as_str())
         {
             pods.insert(id, pod);
         }
@@ -781,41 +787,43 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
     let (running, completed) = desired_instances(tapp, flags);
     plan.desired_running = running.len() as u32;
 
-    // Per-template hashes and selector checks, computed once per template name.
-    let mut hashes: BTreeMap<String, TemplateHashes> = BTreeMap::new();
-    let mut bad_template: BTreeSet<String> = BTreeSet::new();
-    let mut resolve = |id: u32, plan: &mut Plan| -> Option<(PodTemplateSpec, TemplateHashes)> {
+    // Per-template hashes and selector checks, computed once per template name (the
+    // template itself is borrowed from the spec: nothing is cloned per instance).
+    let mut resolved: BTreeMap<&str, Option<Rc<TemplateHashes>>> = BTreeMap::new();
+    let mut resolve = |id: u32,
+                       plan: &mut Plan|
+     -> Option<(&PodTemplateSpec, Rc<TemplateHashes>)> {
         let key = id.to_string();
-        let name = spec.template_name_for(&key).to_string();
-        let template = match spec.template_for(&key) {
-            Ok(t) => t.clone(),
-            Err(e) => {
-                if bad_template.insert(name) {
+        let name = spec.template_name_for(&key);
+        let template = spec.template_for(&key);
+        let entry = resolved.entry(name).or_insert_with(|| {
+            let template = match &template {
+                Ok(t) => *t,
+                Err(e) => {
                     plan.warnings
                         .push(("TemplateNotFound".into(), e.to_string()));
+                    return None;
                 }
-                return None;
-            }
-        };
-        let labels = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        if !selector_matches(&selector, &labels) {
-            if bad_template.insert(name.clone()) {
+            };
+            let empty = BTreeMap::new();
+            let labels = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .unwrap_or(&empty);
+            if !selector_matches(&selector, labels) {
                 plan.warnings.push((
                     "SelectorMismatch".into(),
                     format!("template {name:?} labels do not match spec.selector ({}); its instances are not created", selector_string(&selector)),
                 ));
+                return None;
             }
-            return None;
+            Some(Rc::new(TemplateHashes::of(template)))
+        });
+        match (template, entry) {
+            (Ok(t), Some(h)) => Some((t, h.clone())),
+            _ => None,
         }
-        let h = hashes
-            .entry(name)
-            .or_insert_with(|| TemplateHashes::of(&template))
-            .clone();
-        Some((template, h))
     };
 
     // Actions per instance (A.6).
@@ -827,20 +835,20 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
         .iter()
         .filter_map(|p| p.metadata.name.as_deref())
         .collect();
-    let delete = |plan: &mut Plan, pod: &Pod, reason: DeleteReason| {
+    let delete = |plan: &mut Plan, pod: &P, reason: DeleteReason| {
         plan.deletes.push(PodDelete {
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            name: pod.metadata().name.clone().unwrap_or_default(),
+            uid: pod.metadata().uid.clone().unwrap_or_default(),
             force: false,
             reason,
         });
     };
-    let mut force_check = |plan: &mut Plan, pod: &Pod| {
+    let mut force_check = |plan: &mut Plan, pod: &P| {
         if spec.force_delete_pod {
             if node_lost(pod, observed) {
                 plan.deletes.push(PodDelete {
-                    name: pod.metadata.name.clone().unwrap_or_default(),
-                    uid: pod.metadata.uid.clone().unwrap_or_default(),
+                    name: pod.metadata().name.clone().unwrap_or_default(),
+                    uid: pod.metadata().uid.clone().unwrap_or_default(),
                     force: true,
                     reason: DeleteReason::Delete,
                 });
@@ -863,7 +871,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
                         plan.create_pvcs.push(pvc);
                     }
                 }
-                plan.create_pods.push(build_pod(tapp, id, &template, &h));
+                plan.create_pods.push(build_pod(tapp, id, template, &h));
             }
             Some(pod) if is_dying(pod) => force_check(&mut plan, pod),
             Some(pod) if matches!(phase(pod), "Succeeded" | "Failed") => {
@@ -875,17 +883,30 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
                 let Some((template, h)) = resolve(id, &mut plan) else {
                     continue;
                 };
-                let expected = build_pod(tapp, id, &template, &h);
+                // The common case, checked before building the expected pod: our own pod of
+                // the current template.
+                if has_own_hashes(pod)
+                    && pod
+                        .metadata()
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(TEMPLATE_HASH_LABEL))
+                        == Some(&h.template)
+                {
+                    plan.updated_instances += 1;
+                    continue;
+                }
+                let expected = build_pod(tapp, id, template, &h);
                 match sync_needed(pod, &expected, &h, flags.resize_supported) {
                     Sync::UpToDate => plan.updated_instances += 1,
                     Sync::Update(UpdateKind::Metadata) => {
                         // No container changes: no readiness protocol and no budget.
                         plan.updated_instances += 1;
                         plan.updates.push(PodUpdate {
-                            name: pod.metadata.name.clone().unwrap_or_default(),
+                            name: pod.metadata().name.clone().unwrap_or_default(),
                             id,
                             kind: UpdateKind::Metadata,
-                            patch: update_patch(pod, &expected, UpdateKind::Metadata),
+                            patch: update_patch(&pod.to_pod(), &expected, UpdateKind::Metadata),
                             resize_patch: None,
                         });
                     }
@@ -917,7 +938,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
     let mut available: BTreeSet<u32> = running
         .iter()
         .copied()
-        .filter(|id| pods.get(id).is_some_and(|p| is_available(p)))
+        .filter(|id| pods.get(id).is_some_and(is_available))
         .collect();
     let total = running.len();
     let force_budget = spec
@@ -967,7 +988,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
     let mut gate_false: BTreeSet<u32> = BTreeSet::new();
     for (id, sync, expected) in approved {
         let pod = pods[&id];
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let name = pod.metadata().name.clone().unwrap_or_default();
         match sync {
             Sync::Recreate => {
                 gate_false.insert(id);
@@ -998,9 +1019,9 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
                         name,
                         id,
                         kind,
-                        patch: update_patch(pod, &expected, kind),
+                        patch: update_patch(&pod.to_pod(), &expected, kind),
                         resize_patch: (kind == UpdateKind::Resize)
-                            .then(|| resize_patch(pod, &expected)),
+                            .then(|| resize_patch(&pod.to_pod(), &expected)),
                     }),
                     Some(d) => plan.requeue_after = min_duration(plan.requeue_after, d),
                     None => plan.requeue_after = min_duration(plan.requeue_after, grace),
@@ -1014,7 +1035,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
         if !d.force
             && let Some(id) = pods
                 .iter()
-                .find(|(_, p)| p.metadata.name.as_deref() == Some(d.name.as_str()))
+                .find(|(_, p)| p.metadata().name.as_deref() == Some(d.name.as_str()))
                 .map(|(id, _)| *id)
         {
             gate_false.insert(id);
@@ -1031,7 +1052,7 @@ pub fn plan(tapp: &TApp, observed: &Observed<'_>, now: DateTime<Utc>, flags: &Fl
             !want && condition(pod, "Ready").is_some_and(|c| c.status != "False");
         if have != Some(want) || ready_forced_off {
             plan.conditions.push(ConditionWrite {
-                name: pod.metadata.name.clone().unwrap_or_default(),
+                name: pod.metadata().name.clone().unwrap_or_default(),
                 ready: want,
                 patch: condition_patch(pod, want, now),
             });

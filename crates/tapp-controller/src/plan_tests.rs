@@ -60,7 +60,7 @@ fn now() -> DateTime<Utc> {
 fn run(t: &TApp, pods: &[Pod], flags: Flags) -> Plan {
     let observed = Observed {
         pods: pods.iter().collect(),
-        ..Observed::default()
+        ..Observed::<Pod>::default()
     };
     plan(t, &observed, now(), &flags)
 }
@@ -848,7 +848,7 @@ fn force_delete_only_for_lost_nodes() {
             &Observed {
                 pods: pods.iter().collect(),
                 nodes: Some(&nodes),
-                ..Observed::default()
+                ..Observed::<Pod>::default()
             },
             now(),
             &Flags::default(),
@@ -864,7 +864,7 @@ fn force_delete_only_for_lost_nodes() {
         &Observed {
             pods: pods.iter().collect(),
             nodes: Some(&nodes),
-            ..Observed::default()
+            ..Observed::<Pod>::default()
         },
         now(),
         &Flags::default(),
@@ -938,7 +938,7 @@ fn claims_are_created_before_pods_and_reused() {
         serde_json::from_value(json!({"metadata": {"name": "data-t-0"}})).expect("pvc");
     let observed = Observed {
         pvcs: vec![&existing],
-        ..Observed::default()
+        ..Observed::<Pod>::default()
     };
     let p = plan(&t, &observed, now(), &Flags::default());
     assert_eq!(
@@ -977,7 +977,7 @@ fn claims_are_created_before_pods_and_reused() {
         &t,
         &Observed {
             pvcs: vec![&existing, &stale],
-            ..Observed::default()
+            ..Observed::<Pod>::default()
         },
         now(),
         &Flags::default(),

@@ -1,5 +1,6 @@
 //! Pure helpers over pods and label selectors.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use addon_common::api::tapp::{
@@ -7,16 +8,135 @@ use addon_common::api::tapp::{
     parse_instance_id,
 };
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 /// Pod annotation (ours) recording, per container name, the imageID a container ran before
 /// an in-place update. Lets "still updating" be decided by imageID instead of the fragile
 /// image-string heuristic (tapp PR#63).
 pub const PRE_UPDATE_IMAGE_IDS_ANNOTATION: &str = "apps.tkestack.io/pre-update-image-ids";
 
+/// The pod fields the planner reads. Implemented by `Pod` (tests, anything built by hand) and
+/// by [`crate::slim::SlimPod`], the form the pod cache holds: planning reads the cache in
+/// place, without rebuilding a `Pod` per pod and reconcile.
+pub trait PodView {
+    /// The metadata.
+    fn metadata(&self) -> &ObjectMeta;
+    /// `status.phase`.
+    fn phase(&self) -> Option<&str>;
+    /// `status.reason`.
+    fn reason(&self) -> Option<&str>;
+    /// `status.conditions`.
+    fn conditions(&self) -> &[PodCondition];
+    /// Whether the pod has a spec at all.
+    fn has_spec(&self) -> bool;
+    /// `spec.nodeName`.
+    fn node_name(&self) -> Option<&str>;
+    /// `spec.restartPolicy`.
+    fn restart_policy(&self) -> Option<&str>;
+    /// (name, image) of each regular container.
+    fn containers(&self) -> impl Iterator<Item = (&str, Option<&str>)>;
+    /// (name, image, imageID) of each regular container's status.
+    fn container_statuses(&self) -> impl Iterator<Item = (&str, &str, &str)>;
+    /// Whether any container or init container has a status.
+    fn has_container_statuses(&self) -> bool;
+    /// The pod as a `Pod` (for the rare paths that build patches or compare whole specs).
+    fn to_pod(&self) -> Cow<'_, Pod>;
+}
+
+impl PodView for Pod {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref()?.phase.as_deref()
+    }
+    fn reason(&self) -> Option<&str> {
+        self.status.as_ref()?.reason.as_deref()
+    }
+    fn conditions(&self) -> &[PodCondition] {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+    }
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+    fn node_name(&self) -> Option<&str> {
+        self.spec.as_ref()?.node_name.as_deref()
+    }
+    fn restart_policy(&self) -> Option<&str> {
+        self.spec.as_ref()?.restart_policy.as_deref()
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| (c.name.as_str(), c.image.as_deref()))
+    }
+    fn container_statuses(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| (c.name.as_str(), c.image.as_str(), c.image_id.as_str()))
+    }
+    fn has_container_statuses(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.container_statuses.as_ref().is_some_and(|l| !l.is_empty())
+                || s.init_container_statuses
+                    .as_ref()
+                    .is_some_and(|l| !l.is_empty())
+        })
+    }
+    fn to_pod(&self) -> Cow<'_, Pod> {
+        Cow::Borrowed(self)
+    }
+}
+
+macro_rules! forward_pod_view {
+    ($($t:ty),*) => {$(
+        impl<T: PodView + ?Sized> PodView for $t {
+            fn metadata(&self) -> &ObjectMeta {
+                (**self).metadata()
+            }
+            fn phase(&self) -> Option<&str> {
+                (**self).phase()
+            }
+            fn reason(&self) -> Option<&str> {
+                (**self).reason()
+            }
+            fn conditions(&self) -> &[PodCondition] {
+                (**self).conditions()
+            }
+            fn has_spec(&self) -> bool {
+                (**self).has_spec()
+            }
+            fn node_name(&self) -> Option<&str> {
+                (**self).node_name()
+            }
+            fn restart_policy(&self) -> Option<&str> {
+                (**self).restart_policy()
+            }
+            fn containers(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+                (**self).containers()
+            }
+            fn container_statuses(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+                (**self).container_statuses()
+            }
+            fn has_container_statuses(&self) -> bool {
+                (**self).has_container_statuses()
+            }
+            fn to_pod(&self) -> Cow<'_, Pod> {
+                (**self).to_pod()
+            }
+        }
+    )*};
+}
+forward_pod_view!(&T, std::sync::Arc<T>);
+
 /// The instance id of a pod (its `tapp_instance_key` label).
-pub fn instance_id(pod: &Pod) -> Option<u32> {
-    pod.metadata
+pub fn instance_id(pod: &impl PodView) -> Option<u32> {
+    pod.metadata()
         .labels
         .as_ref()?
         .get(INSTANCE_ID_LABEL)
@@ -24,35 +144,27 @@ pub fn instance_id(pod: &Pod) -> Option<u32> {
 }
 
 /// The pod has a deletion timestamp.
-pub fn is_dying(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
+pub fn is_dying(pod: &impl PodView) -> bool {
+    pod.metadata().deletion_timestamp.is_some()
 }
 
 /// The pod's phase ("" when unknown yet).
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+pub fn phase(pod: &impl PodView) -> &str {
+    pod.phase().unwrap_or("")
 }
 
 /// A pod condition by type.
-pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
+pub fn condition<'a>(pod: &'a impl PodView, type_: &str) -> Option<&'a PodCondition> {
+    pod.conditions().iter().find(|c| c.type_ == type_)
 }
 
 /// PodReady is True.
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &impl PodView) -> bool {
     condition(pod, "Ready").is_some_and(|c| c.status == "True")
 }
 
 /// The in-place readiness gate condition value, if set.
-pub fn in_place_condition(pod: &Pod) -> Option<bool> {
+pub fn in_place_condition(pod: &impl PodView) -> Option<bool> {
     condition(pod, IN_PLACE_UPDATE_READY_CONDITION).map(|c| c.status == "True")
 }
 
@@ -78,8 +190,8 @@ pub fn image_equal(spec_image: &str, status_image: &str) -> bool {
 /// container does not run its spec image yet: no status, an empty imageID, the imageID recorded
 /// before the update, or (when none was recorded) an image string that differs from the spec.
 /// Only regular containers count: init containers of a running pod are not re-run.
-pub fn is_updating(pod: &Pod) -> bool {
-    let annotations = pod.metadata.annotations.as_ref();
+pub fn is_updating(pod: &impl PodView) -> bool {
+    let annotations = pod.metadata().annotations.as_ref();
     if annotations
         .and_then(|a| a.get(IN_PLACE_UPDATE_STATE_ANNOTATION))
         .map(String::as_str)
@@ -91,25 +203,21 @@ pub fn is_updating(pod: &Pod) -> bool {
         .and_then(|a| a.get(PRE_UPDATE_IMAGE_IDS_ANNOTATION))
         .and_then(|v| serde_json::from_str(v).ok())
         .unwrap_or_default();
-    let Some(spec) = pod.spec.as_ref() else {
+    if !pod.has_spec() {
         return false;
-    };
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_deref())
-        .unwrap_or_default();
-    spec.containers.iter().any(|c| {
-        let Some(status) = statuses.iter().find(|s| s.name == c.name) else {
+    }
+    pod.containers().any(|(name, image)| {
+        let Some((_, status_image, image_id)) =
+            pod.container_statuses().find(|(n, _, _)| *n == name)
+        else {
             return true;
         };
-        let image_id = status.image_id.as_str();
         if image_id.is_empty() {
             return true;
         }
-        match recorded.get(&c.name) {
+        match recorded.get(name) {
             Some(old) => old == image_id,
-            None => !image_equal(c.image.as_deref().unwrap_or(""), &status.image),
+            None => !image_equal(image.unwrap_or(""), status_image),
         }
     })
 }
@@ -202,7 +310,7 @@ mod tests {
         ];
         let updating: Vec<u32> = pods
             .iter()
-            .filter(|p| is_updating(p))
+            .filter(is_updating)
             .filter_map(instance_id)
             .collect();
         assert_eq!(updating, vec![4]);

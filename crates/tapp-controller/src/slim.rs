@@ -4,8 +4,9 @@
 //! probes, every container status...) and kept in the cache: most of the controller's CPU was
 //! spent allocating and freeing that, and most of its memory holding it. A `SlimPod` is decoded
 //! by skipping everything the planner and executor never read, and it is what
-//! [`crate::index::OwnerIndex`] keeps; [`SlimPod::to_pod`] rebuilds a `Pod` holding just those
-//! fields for the (few) pods of the TApp being reconciled.
+//! [`crate::index::OwnerIndex`] keeps. The planner reads it in place through
+//! [`PodView`]; [`SlimPod::to_pod`] rebuilds a `Pod` holding just the kept fields only where a
+//! patch is built or a foreign pod's spec is compared.
 //!
 //! What is kept:
 //! - metadata: name, namespace, uid, resourceVersion, generation, creation and deletion
@@ -15,8 +16,8 @@
 //!   name, image and resources of each container and init container (such pods are compared
 //!   with their template by hash labels: see [`crate::plan::sync_needed`]);
 //! - the whole spec of any other pod (adoption compares it with the template field by field);
-//! - status: phase, reason, conditions, and name, image and imageID of each (init) container
-//!   status.
+//! - status: phase, reason, the `Ready` and in-place gate conditions, and name, image and
+//!   imageID of each (init) container status.
 //!
 //! Whether a spec is kept whole is decided by the labels, so it depends on `metadata` coming
 //! before `spec` in the object, as every API server writes it; the other order only costs a
@@ -33,7 +34,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use addon_common::api::tapp::IN_PLACE_UPDATE_READY_CONDITION;
+
 use crate::hash::labels_have_own_hashes;
+use crate::pods::PodView;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -57,7 +61,9 @@ enum SpecView {
 struct SlimSpec {
     node_name: Option<String>,
     restart_policy: Option<String>,
+    #[serde(deserialize_with = "tight")]
     containers: Vec<SlimContainer>,
+    #[serde(deserialize_with = "tight_opt")]
     init_containers: Option<Vec<SlimContainer>>,
 }
 
@@ -74,9 +80,42 @@ struct SlimContainer {
 struct SlimStatus {
     phase: Option<String>,
     reason: Option<String>,
+    #[serde(deserialize_with = "read_conditions")]
     conditions: Option<Vec<PodCondition>>,
+    #[serde(deserialize_with = "tight_opt")]
     container_statuses: Option<Vec<SlimContainerStatus>>,
+    #[serde(deserialize_with = "tight_opt")]
     init_container_statuses: Option<Vec<SlimContainerStatus>>,
+}
+
+/// A list without spare capacity: decoded lists grow to at least 4 elements' room, and most
+/// of a pod's lists hold one (a container, a status, an owner reference).
+fn tight<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    let mut list = Vec::<T>::deserialize(d)?;
+    list.shrink_to_fit();
+    Ok(list)
+}
+
+/// [`tight`] for an optional list.
+fn tight_opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    let mut list = Option::<Vec<T>>::deserialize(d)?;
+    if let Some(l) = list.as_mut() {
+        l.shrink_to_fit();
+    }
+    Ok(list)
+}
+
+/// The conditions the planner reads (`Ready` and the in-place gate), without spare capacity:
+/// the others (PodScheduled, Initialized, ContainersReady...) were most of a pod's cache size.
+fn read_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PodCondition>>, D::Error> {
+    let mut list: Option<Vec<PodCondition>> = Option::deserialize(d)?;
+    if let Some(l) = list.as_mut() {
+        l.retain(|c| c.type_ == "Ready" || c.type_ == IN_PLACE_UPDATE_READY_CONDITION);
+        l.shrink_to_fit();
+    }
+    Ok(list)
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -101,7 +140,9 @@ struct SlimMeta {
     deletion_grace_period_seconds: Option<i64>,
     labels: Option<BTreeMap<String, String>>,
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(deserialize_with = "tight_opt")]
     owner_references: Option<Vec<OwnerReference>>,
+    #[serde(deserialize_with = "tight_opt")]
     finalizers: Option<Vec<String>>,
 }
 
@@ -152,6 +193,15 @@ impl SlimContainerStatus {
 }
 
 impl SlimPod {
+    /// A pod with only `metadata` (no spec, no status).
+    pub fn from_metadata(metadata: ObjectMeta) -> Self {
+        Self {
+            metadata,
+            spec: None,
+            status: None,
+        }
+    }
+
     /// A `Pod` holding the kept fields (and nothing else).
     pub fn to_pod(&self) -> Pod {
         let spec = self.spec.as_ref().map(|s| match s {
@@ -193,6 +243,72 @@ impl SlimPod {
     /// Whether the whole spec was kept (the pod's hash labels are not ours).
     pub fn has_full_spec(&self) -> bool {
         matches!(self.spec, Some(SpecView::Full(_)))
+    }
+}
+
+impl PodView for SlimPod {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref()?.phase.as_deref()
+    }
+    fn reason(&self) -> Option<&str> {
+        self.status.as_ref()?.reason.as_deref()
+    }
+    fn conditions(&self) -> &[PodCondition] {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+    }
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+    fn node_name(&self) -> Option<&str> {
+        match self.spec.as_ref()? {
+            SpecView::Slim(s) => s.node_name.as_deref(),
+            SpecView::Full(s) => s.node_name.as_deref(),
+        }
+    }
+    fn restart_policy(&self) -> Option<&str> {
+        match self.spec.as_ref()? {
+            SpecView::Slim(s) => s.restart_policy.as_deref(),
+            SpecView::Full(s) => s.restart_policy.as_deref(),
+        }
+    }
+    fn containers(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let (slim, full) = match self.spec.as_ref() {
+            Some(SpecView::Slim(s)) => (Some(&s.containers), None),
+            Some(SpecView::Full(s)) => (None, Some(&s.containers)),
+            None => (None, None),
+        };
+        let slim = slim
+            .into_iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.image.as_deref()));
+        let full = full
+            .into_iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.image.as_deref()));
+        slim.chain(full)
+    }
+    fn container_statuses(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| (c.name.as_str(), c.image.as_str(), c.image_id.as_str()))
+    }
+    fn has_container_statuses(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.container_statuses.as_ref().is_some_and(|l| !l.is_empty())
+                || s.init_container_statuses
+                    .as_ref()
+                    .is_some_and(|l| !l.is_empty())
+        })
+    }
+    fn to_pod(&self) -> Cow<'_, Pod> {
+        Cow::Owned(SlimPod::to_pod(self))
     }
 }
 
@@ -339,7 +455,10 @@ mod tests {
             },
             "status": {
                 "phase": "Running", "reason": "NodeLost", "podIP": "10.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                    {"type": "tkestack.io/InPlaceUpdate", "status": "True",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}],
                 "containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "sha-1",
                     "ready": true, "restartCount": 3, "state": {"running": {}}}],
                 "initContainerStatuses": [{"name": "i", "image": "busybox", "imageID": "sha-i",
@@ -356,6 +475,13 @@ mod tests {
         })
     }
 
+    /// The conditions the planner reads.
+    fn read_conditions(list: &[PodCondition]) -> Vec<&PodCondition> {
+        list.iter()
+            .filter(|c| c.type_ == "Ready" || c.type_ == IN_PLACE_UPDATE_READY_CONDITION)
+            .collect()
+    }
+
     /// The fields a planner reads, from a decoded pod.
     fn read_fields(pod: &Pod) -> Value {
         let spec = pod.spec.clone().unwrap_or_default();
@@ -368,7 +494,8 @@ mod tests {
             "spec": [spec.node_name, spec.restart_policy,
                      spec.containers.iter().map(|c| (&c.name, &c.image, &c.resources)).collect::<Vec<_>>(),
                      spec.init_containers.iter().flatten().map(|c| (&c.name, &c.image)).collect::<Vec<_>>()],
-            "status": [status.phase, status.reason, status.conditions,
+            "status": [status.phase, status.reason,
+                       read_conditions(status.conditions.as_deref().unwrap_or_default()),
                        status.container_statuses.iter().flatten().map(|c| (&c.name, &c.image, &c.image_id)).collect::<Vec<_>>(),
                        status.init_container_statuses.iter().flatten().map(|c| &c.name).collect::<Vec<_>>()],
         })
@@ -391,6 +518,57 @@ mod tests {
         assert!(spec.volumes.is_none() && spec.containers[0].env.is_none());
         assert!(spec.readiness_gates.is_none());
         assert_eq!(pod.status.expect("status").pod_ip, None);
+    }
+
+    /// Everything a [`PodView`] answers.
+    fn view(pod: &impl PodView) -> Value {
+        json!({
+            "meta": pod.metadata().name,
+            "phase": pod.phase(), "reason": pod.reason(),
+            "conditions": read_conditions(pod.conditions()),
+            "hasSpec": pod.has_spec(), "node": pod.node_name(),
+            "restartPolicy": pod.restart_policy(),
+            "containers": pod.containers().collect::<Vec<_>>(),
+            "statuses": pod.container_statuses().collect::<Vec<_>>(),
+            "ran": pod.has_container_statuses(),
+        })
+    }
+
+    #[test]
+    fn the_view_of_a_slim_pod_reads_as_the_pod() {
+        for labels in [
+            own_labels(),
+            json!({"tapp_template_hash_key": "1", "tapp_uniq_hash_key": "2"}),
+        ] {
+            let v = wire(labels);
+            let full: Pod = serde_json::from_value(v.clone()).expect("pod");
+            let slim: SlimPod = serde_json::from_str(&v.to_string()).expect("slim");
+            assert_eq!(view(&slim), view(&full));
+            assert_eq!(view(&*PodView::to_pod(&slim)), view(&full));
+            assert_eq!(view(&slim)["containers"], json!([["c", "nginx:1"]]));
+            let kept: Vec<&str> = slim.conditions().iter().map(|c| c.type_.as_str()).collect();
+            assert_eq!(kept, ["Ready", IN_PLACE_UPDATE_READY_CONDITION]);
+        }
+        let empty: SlimPod = serde_json::from_str(r#"{"metadata":{"name":"x"}}"#).expect("slim");
+        let mut named = Pod::default();
+        named.metadata.name = Some("x".into());
+        assert_eq!(view(&empty), view(&named));
+    }
+
+    #[test]
+    fn kept_lists_have_no_spare_capacity() {
+        let slim: SlimPod = serde_json::from_str(&wire(own_labels()).to_string()).expect("slim");
+        let Some(SpecView::Slim(spec)) = &slim.spec else {
+            panic!("slim spec expected");
+        };
+        let status = slim.status.as_ref().expect("status");
+        let statuses = status.container_statuses.as_ref().expect("statuses");
+        let refs = slim.metadata.owner_references.as_ref().expect("refs");
+        let conditions = status.conditions.as_ref().expect("conditions");
+        assert_eq!(spec.containers.capacity(), 1);
+        assert_eq!(statuses.capacity(), 1);
+        assert_eq!(refs.capacity(), 1);
+        assert_eq!(conditions.capacity(), 2);
     }
 
     #[test]

@@ -226,15 +226,15 @@ impl Harness {
 
     fn resync_stores(&mut self) {
         let pods: Vec<Pod> = self.pods().into_values().collect();
-        self.pods.apply_watcher_event(&Event::Init);
+        self.pods.apply_watcher_event(Event::Init);
         for p in pods {
             // Through the wire format, as the controller's watch decodes it.
             let slim = serde_json::to_string(&p)
                 .and_then(|text| serde_json::from_str(&text))
                 .expect("slim pod");
-            self.pods.apply_watcher_event(&Event::InitApply(slim));
+            self.pods.apply_watcher_event(Event::InitApply(slim));
         }
-        self.pods.apply_watcher_event(&Event::InitDone);
+        self.pods.apply_watcher_event(Event::InitDone);
         self.pvcs.apply_watcher_event(&Event::Init);
         self.pvcs.apply_watcher_event(&Event::InitDone);
     }
