@@ -134,7 +134,8 @@ impl TemplateHashes {
 
 /// Whether a pod's hash labels were written by this implementation.
 pub fn has_own_hashes(pod: &impl crate::pods::PodView) -> bool {
-    labels_have_own_hashes(pod.metadata().labels.as_ref())
+    let ours = |key: &str| pod.label(key).is_some_and(|v| v.starts_with(HASH_PREFIX));
+    ours(TEMPLATE_HASH_LABEL) && ours(UNIQ_HASH_LABEL)
 }
 
 /// Whether both hash labels of a label set were written by this implementation.

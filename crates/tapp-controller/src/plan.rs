@@ -694,30 +694,20 @@ pub fn sync_needed(
     hashes: &TemplateHashes,
     resize_supported: bool,
 ) -> Sync {
-    let label = |k: &str| {
-        live.metadata()
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(k))
-            .cloned()
-    };
     if has_own_hashes(live) {
-        if label(TEMPLATE_HASH_LABEL).as_deref() == Some(hashes.template.as_str()) {
+        if live.label(TEMPLATE_HASH_LABEL) == Some(hashes.template.as_str()) {
             return Sync::UpToDate;
         }
-        if label(UNIQ_HASH_LABEL).as_deref() == Some(hashes.uniq.as_str()) {
+        if live.label(UNIQ_HASH_LABEL) == Some(hashes.uniq.as_str()) {
             return if images_differ(&live.to_pod(), expected) {
                 Sync::Update(UpdateKind::Images)
             } else {
                 Sync::Update(UpdateKind::Metadata)
             };
         }
-        let resize_hash = live
-            .metadata()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RESIZE_HASH_ANNOTATION));
-        if resize_supported && resize_hash == Some(&hashes.resize) {
+        if resize_supported
+            && live.annotation(RESIZE_HASH_ANNOTATION) == Some(hashes.resize.as_str())
+        {
             return Sync::Update(UpdateKind::Resize);
         }
         return Sync::Recreate;
@@ -886,12 +876,7 @@ pub fn plan<P: PodView>(
                 // The common case, checked before building the expected pod: our own pod of
                 // the current template.
                 if has_own_hashes(pod)
-                    && pod
-                        .metadata()
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(TEMPLATE_HASH_LABEL))
-                        == Some(&h.template)
+                    && pod.label(TEMPLATE_HASH_LABEL) == Some(h.template.as_str())
                 {
                     plan.updated_instances += 1;
                     continue;

@@ -19,8 +19,14 @@ pub const PRE_UPDATE_IMAGE_IDS_ANNOTATION: &str = "apps.tkestack.io/pre-update-i
 /// by [`crate::slim::SlimPod`], the form the pod cache holds: planning reads the cache in
 /// place, without rebuilding a `Pod` per pod and reconcile.
 pub trait PodView {
-    /// The metadata.
+    /// The metadata: name, namespace, uid, resourceVersion, timestamps, ownerReferences,
+    /// finalizers. Labels and annotations are read with [`PodView::label`] and
+    /// [`PodView::annotation`] (a `SlimPod` keeps them apart, in less room).
     fn metadata(&self) -> &ObjectMeta;
+    /// A label's value.
+    fn label(&self, key: &str) -> Option<&str>;
+    /// An annotation's value.
+    fn annotation(&self, key: &str) -> Option<&str>;
     /// `status.phase`.
     fn phase(&self) -> Option<&str>;
     /// `status.reason`.
@@ -46,6 +52,16 @@ pub trait PodView {
 impl PodView for Pod {
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
+    }
+    fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(key).map(String::as_str)
+    }
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
     fn phase(&self) -> Option<&str> {
         self.status.as_ref()?.phase.as_deref()
@@ -99,6 +115,12 @@ macro_rules! forward_pod_view {
             fn metadata(&self) -> &ObjectMeta {
                 (**self).metadata()
             }
+            fn label(&self, key: &str) -> Option<&str> {
+                (**self).label(key)
+            }
+            fn annotation(&self, key: &str) -> Option<&str> {
+                (**self).annotation(key)
+            }
             fn phase(&self) -> Option<&str> {
                 (**self).phase()
             }
@@ -136,11 +158,7 @@ forward_pod_view!(&T, std::sync::Arc<T>);
 
 /// The instance id of a pod (its `tapp_instance_key` label).
 pub fn instance_id(pod: &impl PodView) -> Option<u32> {
-    pod.metadata()
-        .labels
-        .as_ref()?
-        .get(INSTANCE_ID_LABEL)
-        .and_then(|v| parse_instance_id(v))
+    pod.label(INSTANCE_ID_LABEL).and_then(parse_instance_id)
 }
 
 /// The pod has a deletion timestamp.
@@ -191,16 +209,11 @@ pub fn image_equal(spec_image: &str, status_image: &str) -> bool {
 /// before the update, or (when none was recorded) an image string that differs from the spec.
 /// Only regular containers count: init containers of a running pod are not re-run.
 pub fn is_updating(pod: &impl PodView) -> bool {
-    let annotations = pod.metadata().annotations.as_ref();
-    if annotations
-        .and_then(|a| a.get(IN_PLACE_UPDATE_STATE_ANNOTATION))
-        .map(String::as_str)
-        != Some("true")
-    {
+    if pod.annotation(IN_PLACE_UPDATE_STATE_ANNOTATION) != Some("true") {
         return false;
     }
-    let recorded: BTreeMap<String, String> = annotations
-        .and_then(|a| a.get(PRE_UPDATE_IMAGE_IDS_ANNOTATION))
+    let recorded: BTreeMap<String, String> = pod
+        .annotation(PRE_UPDATE_IMAGE_IDS_ANNOTATION)
         .and_then(|v| serde_json::from_str(v).ok())
         .unwrap_or_default();
     if !pod.has_spec() {

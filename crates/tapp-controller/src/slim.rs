@@ -44,10 +44,37 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// A pod as the controller caches it (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub struct SlimPod {
-    /// The kept metadata fields.
+    /// The kept metadata fields, less labels and annotations (see [`PodView::label`]).
     pub metadata: ObjectMeta,
+    labels: Option<Pairs>,
+    annotations: Option<Pairs>,
     spec: Option<SpecView>,
     status: Option<SlimStatus>,
+}
+
+/// Labels or annotations as (key, value) pairs sorted by key: a map's node keeps room for 11
+/// entries (over 500 bytes), and a pod has a handful.
+#[derive(Clone, Debug, Default)]
+struct Pairs(Box<[(Box<str>, Box<str>)]>);
+
+impl Pairs {
+    fn new(map: BTreeMap<String, String>) -> Self {
+        Self(map.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    fn to_map(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -146,13 +173,15 @@ struct SlimMeta {
     finalizers: Option<Vec<String>>,
 }
 
-impl From<SlimMeta> for ObjectMeta {
-    fn from(m: SlimMeta) -> Self {
+impl SlimMeta {
+    /// The kept metadata, labels and annotations.
+    fn split(self) -> (ObjectMeta, Option<Pairs>, Option<Pairs>) {
+        let m = self;
         let mut annotations = m.annotations;
         if let Some(a) = annotations.as_mut() {
             a.remove(LAST_APPLIED);
         }
-        ObjectMeta {
+        let meta = ObjectMeta {
             name: m.name,
             namespace: m.namespace,
             uid: m.uid,
@@ -161,12 +190,11 @@ impl From<SlimMeta> for ObjectMeta {
             creation_timestamp: m.creation_timestamp,
             deletion_timestamp: m.deletion_timestamp,
             deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-            labels: m.labels,
-            annotations,
             owner_references: m.owner_references,
             finalizers: m.finalizers,
             ..ObjectMeta::default()
-        }
+        };
+        (meta, m.labels.map(Pairs::new), annotations.map(Pairs::new))
     }
 }
 
@@ -194,8 +222,10 @@ impl SlimContainerStatus {
 
 impl SlimPod {
     /// A pod with only `metadata` (no spec, no status).
-    pub fn from_metadata(metadata: ObjectMeta) -> Self {
+    pub fn from_metadata(mut metadata: ObjectMeta) -> Self {
         Self {
+            labels: metadata.labels.take().map(Pairs::new),
+            annotations: metadata.annotations.take().map(Pairs::new),
             metadata,
             spec: None,
             status: None,
@@ -234,7 +264,11 @@ impl SlimPod {
             ..PodStatus::default()
         });
         Pod {
-            metadata: self.metadata.clone(),
+            metadata: ObjectMeta {
+                labels: self.labels.as_ref().map(Pairs::to_map),
+                annotations: self.annotations.as_ref().map(Pairs::to_map),
+                ..self.metadata.clone()
+            },
             spec,
             status,
         }
@@ -249,6 +283,12 @@ impl SlimPod {
 impl PodView for SlimPod {
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
+    }
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(key)
+    }
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.get(key)
     }
     fn phase(&self) -> Option<&str> {
         self.status.as_ref()?.phase.as_deref()
@@ -393,8 +433,11 @@ impl<'de> Visitor<'de> for SlimPodVisitor {
         {
             spec = Some(SpecView::Slim(slim_of(full)));
         }
+        let (metadata, labels, annotations) = metadata.split();
         Ok(SlimPod {
-            metadata: metadata.into(),
+            metadata,
+            labels,
+            annotations,
             spec,
             status,
         })
@@ -524,6 +567,10 @@ mod tests {
     fn view(pod: &impl PodView) -> Value {
         json!({
             "meta": pod.metadata().name,
+            "labels": [pod.label("tapp_instance_key"), pod.label(TEMPLATE_HASH_LABEL),
+                       pod.label(UNIQ_HASH_LABEL), pod.label("missing")],
+            "annotations": [pod.annotation("keep"), pod.annotation(LAST_APPLIED),
+                            pod.annotation("missing")],
             "phase": pod.phase(), "reason": pod.reason(),
             "conditions": read_conditions(pod.conditions()),
             "hasSpec": pod.has_spec(), "node": pod.node_name(),
@@ -541,10 +588,20 @@ mod tests {
             json!({"tapp_template_hash_key": "1", "tapp_uniq_hash_key": "2"}),
         ] {
             let v = wire(labels);
-            let full: Pod = serde_json::from_value(v.clone()).expect("pod");
+            let mut full: Pod = serde_json::from_value(v.clone()).expect("pod");
             let slim: SlimPod = serde_json::from_str(&v.to_string()).expect("slim");
+            assert_eq!(slim.annotation(LAST_APPLIED), None, "never kept");
+            if let Some(a) = full.metadata.annotations.as_mut() {
+                a.remove(LAST_APPLIED);
+            }
             assert_eq!(view(&slim), view(&full));
             assert_eq!(view(&*PodView::to_pod(&slim)), view(&full));
+            assert_eq!(slim.annotation("keep"), Some("me"));
+            assert_eq!(
+                slim.label(TEMPLATE_HASH_LABEL),
+                full.label(TEMPLATE_HASH_LABEL)
+            );
+            assert!(slim.label(TEMPLATE_HASH_LABEL).is_some());
             assert_eq!(view(&slim)["containers"], json!([["c", "nginx:1"]]));
             let kept: Vec<&str> = slim.conditions().iter().map(|c| c.type_.as_str()).collect();
             assert_eq!(kept, ["Ready", IN_PLACE_UPDATE_READY_CONDITION]);
