@@ -15,6 +15,12 @@ use tapp_controller::metrics::Metrics;
 use tapp_controller::plan::Flags;
 use tapp_controller::webhook;
 
+/// jemalloc: with glibc's allocator the pod cache's churn (every watch event replaces a cached
+/// pod) leaves the heap fragmented; docs/tapp.md §Performance has the figures.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// When the cluster serves pods/resize, resize in place; `auto` discovers it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Resize {
