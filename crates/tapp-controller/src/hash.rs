@@ -134,18 +134,19 @@ impl TemplateHashes {
 
 /// Whether a pod's hash labels were written by this implementation.
 pub fn has_own_hashes(pod: &impl crate::pods::PodView) -> bool {
-    let ours = |key: &str| pod.label(key).is_some_and(|v| v.starts_with(HASH_PREFIX));
-    ours(TEMPLATE_HASH_LABEL) && ours(UNIQ_HASH_LABEL)
+    own_hashes(|key| pod.label(key))
 }
 
 /// Whether both hash labels of a label set were written by this implementation.
 pub fn labels_have_own_hashes(labels: Option<&BTreeMap<String, String>>) -> bool {
-    let ours = |key: &str| {
-        labels
-            .and_then(|l| l.get(key))
-            .is_some_and(|v| v.starts_with(HASH_PREFIX))
-    };
-    ours(TEMPLATE_HASH_LABEL) && ours(UNIQ_HASH_LABEL)
+    own_hashes(|key| labels?.get(key).map(String::as_str))
+}
+
+/// The rule of both: each hash label is present and carries our prefix.
+fn own_hashes<'a>(label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    [TEMPLATE_HASH_LABEL, UNIQ_HASH_LABEL]
+        .into_iter()
+        .all(|key| label(key).is_some_and(|v| v.starts_with(HASH_PREFIX)))
 }
 
 /// How a live pod differs from the pod its template would produce.

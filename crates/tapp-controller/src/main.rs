@@ -86,7 +86,7 @@ struct Args {
 
     /// Async runtime worker threads. The controller waits on the API server almost all the
     /// time: with 1 (the default) everything runs on a single-threaded runtime, which spares
-    /// cross-thread wake-ups and work stealing (a quarter less CPU in the benchmark).
+    /// cross-thread wake-ups and work stealing (docs/tapp.md §Performance has the figures).
     #[arg(long, env = "RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     runtime_threads: u16,
 }

@@ -176,25 +176,28 @@ struct SlimMeta {
 impl SlimMeta {
     /// The kept metadata, labels and annotations.
     fn split(self) -> (ObjectMeta, Option<Pairs>, Option<Pairs>) {
-        let m = self;
-        let mut annotations = m.annotations;
+        let mut annotations = self.annotations;
         if let Some(a) = annotations.as_mut() {
             a.remove(LAST_APPLIED);
         }
         let meta = ObjectMeta {
-            name: m.name,
-            namespace: m.namespace,
-            uid: m.uid,
-            resource_version: m.resource_version,
-            generation: m.generation,
-            creation_timestamp: m.creation_timestamp,
-            deletion_timestamp: m.deletion_timestamp,
-            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-            owner_references: m.owner_references,
-            finalizers: m.finalizers,
+            name: self.name,
+            namespace: self.namespace,
+            uid: self.uid,
+            resource_version: self.resource_version,
+            generation: self.generation,
+            creation_timestamp: self.creation_timestamp,
+            deletion_timestamp: self.deletion_timestamp,
+            deletion_grace_period_seconds: self.deletion_grace_period_seconds,
+            owner_references: self.owner_references,
+            finalizers: self.finalizers,
             ..ObjectMeta::default()
         };
-        (meta, m.labels.map(Pairs::new), annotations.map(Pairs::new))
+        (
+            meta,
+            self.labels.map(Pairs::new),
+            annotations.map(Pairs::new),
+        )
     }
 }
 

@@ -80,7 +80,7 @@ async fn deployment_rollout_through_kubectl() {
     // the ReplicaSet controller has yet to delete after a scale down may briefly be counted too.
     let watch_client = env.client.clone();
     let observer = tokio::spawn(async move {
-        let mut max_pods = 0;
+        let mut max_asked = 0;
         let mut min_ready = usize::MAX;
         let rs_api: Api<ReplicaSet> = Api::namespaced(watch_client.clone(), "default");
         loop {
@@ -92,7 +92,7 @@ async fn deployment_rollout_through_kubectl() {
                 .iter()
                 .filter_map(|r| r.spec.as_ref()?.replicas)
                 .sum();
-            max_pods = max_pods.max(usize::try_from(asked).unwrap());
+            max_asked = max_asked.max(usize::try_from(asked).unwrap());
             let pods = pods_with(&watch_client, "app=web").await;
             let live: Vec<&Pod> = pods
                 .iter()
@@ -110,7 +110,7 @@ async fn deployment_rollout_through_kubectl() {
                 })
                 .count();
             if new == 3 && pods.len() == 3 {
-                return (max_pods, min_ready);
+                return (max_asked, min_ready);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -121,11 +121,11 @@ async fn deployment_rollout_through_kubectl() {
         .ok(&["rollout", "status", "deployment/web", "--timeout=60s"])
         .await;
     assert!(out.contains("successfully rolled out"), "{out}");
-    let (max_pods, min_ready) = tokio::time::timeout(DEADLINE, observer)
+    let (max_asked, min_ready) = tokio::time::timeout(DEADLINE, observer)
         .await
         .unwrap()
         .unwrap();
-    assert!(max_pods <= 4, "maxSurge 1 exceeded: {max_pods}");
+    assert!(max_asked <= 4, "maxSurge 1 exceeded: {max_asked} replicas");
     assert!(min_ready >= 3, "maxUnavailable 0 violated: {min_ready}");
     let rs: Value =
         serde_json::from_str(&k.ok(&["get", "rs", "-l", "app=web", "-o", "json"]).await).unwrap();
