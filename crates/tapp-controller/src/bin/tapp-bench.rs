@@ -17,7 +17,9 @@
 //! every TApp reports `readyReplicas == replicas` for its current generation. Phase 2 changes
 //! every TApp's image (an in-place rollout) and ends when every pod's container status shows
 //! the new image with the pod Ready, and every TApp is Ready again for its new generation.
-//! The controller's CPU seconds and RSS come from /proc.
+//! The controller's CPU seconds and RSS come from /proc. The controller's CPU seconds per
+//! CPU second of the sandbox vary less between runs than either figure (a busier or slower
+//! machine moves both): compare changes by it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -593,10 +595,12 @@ async fn main() -> anyhow::Result<()> {
         ("total", cpu2 - cpu0, sb2 - sb0, me2 - me0, w1 + w2),
     ] {
         println!(
-            "  {label:<8} CPU s            controller {cpu:.2} ({:.1}% of wall), sandbox {sb:.2} ({:.0}%), bench {me:.2} ({:.0}%)",
+            "  {label:<8} CPU s            controller {cpu:.2} ({:.1}% of wall), sandbox {sb:.2} ({:.0}%), bench {me:.2} ({:.0}%); \
+             controller per sandbox CPU s {:.3}",
             100.0 * cpu / wall,
             100.0 * sb / wall,
             100.0 * me / wall,
+            cpu / sb,
         );
     }
     println!(
