@@ -17,9 +17,9 @@
 //! every TApp reports `readyReplicas == replicas` for its current generation. Phase 2 changes
 //! every TApp's image (an in-place rollout) and ends when every pod's container status shows
 //! the new image with the pod Ready, and every TApp is Ready again for its new generation.
-//! The controller's CPU seconds and RSS come from /proc. The controller's CPU seconds per
-//! CPU second of the sandbox vary less between runs than either figure (a busier or slower
-//! machine moves both): compare changes by it.
+//! The controller's CPU seconds and RSS come from /proc. Between runs on the same machine and
+//! day, the controller's CPU seconds per CPU second of the sandbox vary less than either
+//! figure (a busier or slower machine moves both): compare changes by it.
 
 use std::{
     collections::{BTreeMap, HashMap},
