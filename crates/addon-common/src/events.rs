@@ -22,6 +22,7 @@ use kube::Client;
 use kube::api::{Patch, PatchParams, PostParams};
 
 use crate::writes::Writer;
+use serde::Serialize;
 use serde_json::json;
 
 pub use kube::runtime::events::EventType;
@@ -233,22 +234,24 @@ impl EventRecorder {
             regarding.name.as_deref().unwrap_or(&self.controller),
             self.name_suffix()
         );
-        let mut event = json!({
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "eventTime": stamp,
-            "type": type_name,
-            "reason": reason,
-            "action": action,
-            "note": truncate_note(note),
-            "regarding": regarding,
-            "reportingController": self.controller,
-            "reportingInstance": self.instance,
-        });
-        if let Some(related) = related {
-            event["related"] = json!(related);
-        }
+        let note = truncate_note(note);
+        let event = NewEvent {
+            api_version: "events.k8s.io/v1",
+            kind: "Event",
+            metadata: NewEventMeta {
+                name: &name,
+                namespace: &namespace,
+            },
+            event_time: &stamp,
+            type_: type_name,
+            reason,
+            action,
+            note: &note,
+            regarding,
+            related: related.as_ref(),
+            reporting_controller: &self.controller,
+            reporting_instance: &self.instance,
+        };
         let api: Writer<K8sEvent> = Writer::namespaced(self.client.clone(), &namespace);
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => {
@@ -284,6 +287,32 @@ pub fn truncate_note(mut note: String) -> String {
     note.truncate(end);
     note.push('…');
     note
+}
+
+/// The body of a new Event (events.k8s.io/v1), serialized without building a JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewEvent<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: NewEventMeta<'a>,
+    event_time: &'a str,
+    #[serde(rename = "type")]
+    type_: &'a str,
+    reason: &'a str,
+    action: &'a str,
+    note: &'a str,
+    regarding: &'a ObjectReference,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    related: Option<&'a ObjectReference>,
+    reporting_controller: &'a str,
+    reporting_instance: &'a str,
+}
+
+#[derive(Serialize)]
+struct NewEventMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
 }
 
 #[cfg(test)]

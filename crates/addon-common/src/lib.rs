@@ -9,7 +9,8 @@
 //! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
 //!   certificates (from a mounted Secret, or self-managed in a shared Secret);
-//! - [`writes`]: creates and patches that decode only the response's resourceVersion.
+//! - [`writes`]: creates and patches that decode only the response's resourceVersion;
+//! - [`wakeups`]: wake-up coalescing for a busy controller's async runtime.
 //!
 //! `kube`, `k8s_openapi` and `schemars` are re-exported so every controller uses the
 //! workspace's one version of each.
@@ -27,6 +28,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod wakeups;
 pub mod watch;
 pub mod webhook;
 pub mod writes;

@@ -89,6 +89,14 @@ struct Args {
     /// cross-thread wake-ups and work stealing (docs/tapp.md §Performance has the figures).
     #[arg(long, env = "RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     runtime_threads: u16,
+
+    /// Wake-up coalescing: when the controller runs out of work less than this long after it
+    /// was last woken, it waits out the rest before reading the network again, so watch events
+    /// and responses arriving meanwhile are handled in one round (fewer wake-ups and system
+    /// calls per event during rollouts, at most this much latency per request; a quiet
+    /// controller is not delayed). 0 disables.
+    #[arg(long, env = "COALESCE_WAKEUPS", default_value = "2ms", value_parser = addon_common::cli::parse_duration)]
+    coalesce_wakeups: std::time::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         b.worker_threads(usize::from(args.runtime_threads));
         b
     };
+    addon_common::wakeups::coalesce(&mut builder, args.coalesce_wakeups);
     builder
         .enable_all()
         .build()

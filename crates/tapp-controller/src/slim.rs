@@ -136,13 +136,88 @@ fn tight_opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 /// The conditions the planner reads (`Ready` and the in-place gate), without spare capacity:
 /// the others (PodScheduled, Initialized, ContainersReady...) were most of a pod's cache size.
+/// Each condition is first read into a [`WireCondition`] borrowing its strings from the
+/// event; only the kept ones are turned into `PodCondition`s (times parsed, strings owned).
 fn read_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PodCondition>>, D::Error> {
-    let mut list: Option<Vec<PodCondition>> = Option::deserialize(d)?;
-    if let Some(l) = list.as_mut() {
-        l.retain(|c| c.type_ == "Ready" || c.type_ == IN_PLACE_UPDATE_READY_CONDITION);
-        l.shrink_to_fit();
+    struct Kept;
+    impl<'de> Visitor<'de> for Kept {
+        type Value = Vec<PodCondition>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of pod conditions")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = Vec::new();
+            while let Some(c) = seq.next_element::<WireCondition<'de>>()? {
+                if c.type_ == "Ready" || c.type_ == IN_PLACE_UPDATE_READY_CONDITION {
+                    kept.push(c.into_condition().map_err(serde::de::Error::custom)?);
+                }
+            }
+            kept.shrink_to_fit();
+            Ok(kept)
+        }
     }
-    Ok(list)
+    struct MaybeKept;
+    impl<'de> Visitor<'de> for MaybeKept {
+        type Value = Option<Vec<PodCondition>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of pod conditions or null")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_seq(Kept).map(Some)
+        }
+    }
+    d.deserialize_option(MaybeKept)
+}
+
+/// A pod condition as it is on the wire, its strings borrowed where they have no escapes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCondition<'a> {
+    #[serde(rename = "type", borrow)]
+    type_: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    last_transition_time: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    last_probe_time: Option<Cow<'a, str>>,
+    #[serde(default)]
+    observed_generation: Option<i64>,
+}
+
+impl WireCondition<'_> {
+    fn into_condition(self) -> Result<PodCondition, String> {
+        let time = |t: Option<Cow<'_, str>>| -> Result<Option<Time>, String> {
+            t.map(|t| {
+                t.parse::<k8s_openapi::jiff::Timestamp>()
+                    .map(Time)
+                    .map_err(|e| format!("invalid condition time {t:?}: {e}"))
+            })
+            .transpose()
+        };
+        Ok(PodCondition {
+            type_: self.type_.into_owned(),
+            status: self.status.into_owned(),
+            reason: self.reason.map(Cow::into_owned),
+            message: self.message.map(Cow::into_owned),
+            last_transition_time: time(self.last_transition_time)?,
+            last_probe_time: time(self.last_probe_time)?,
+            observed_generation: self.observed_generation,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -545,6 +620,30 @@ mod tests {
                        status.container_statuses.iter().flatten().map(|c| (&c.name, &c.image, &c.image_id)).collect::<Vec<_>>(),
                        status.init_container_statuses.iter().flatten().map(|c| &c.name).collect::<Vec<_>>()],
         })
+    }
+
+    #[test]
+    fn conditions_null_escaped_and_bad_times() {
+        let decode = |conditions: Value| {
+            serde_json::from_str::<SlimPod>(
+                &json!({"metadata": {"name": "p"}, "status": {"conditions": conditions}})
+                    .to_string(),
+            )
+        };
+        let none = decode(Value::Null).expect("null conditions");
+        assert!(none.conditions().is_empty());
+        let escaped = decode(json!([{"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": "False", "message": "a \"quoted\" note",
+             "lastProbeTime": null, "observedGeneration": 3}]))
+        .expect("escaped strings");
+        let kept = escaped.conditions();
+        assert_eq!(kept.len(), 1, "only Ready is kept");
+        assert_eq!(kept[0].message.as_deref(), Some("a \"quoted\" note"));
+        assert_eq!(kept[0].observed_generation, Some(3));
+        assert!(kept[0].last_probe_time.is_none());
+        let bad =
+            decode(json!([{"type": "Ready", "status": "True", "lastTransitionTime": "yesterday"}]));
+        assert!(bad.expect_err("bad time").to_string().contains("yesterday"));
     }
 
     #[test]
