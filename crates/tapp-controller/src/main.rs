@@ -213,6 +213,9 @@ mod tests {
         assert_eq!(args.webhook_address, "0.0.0.0:8443");
         assert_eq!(args.workers, 5);
         assert!(Args::try_parse_from(["tapp-controller", "--worker=0"]).is_err());
+        assert_eq!(args.coalesce_wakeups, std::time::Duration::from_millis(2));
+        let off = Args::try_parse_from(["tapp-controller", "--coalesce-wakeups=0"]).expect("0");
+        assert!(off.coalesce_wakeups.is_zero(), "0 disables coalescing");
         let args = Args::try_parse_from([
             "tapp-controller",
             "--delete-pod-after-app-finish=false",
