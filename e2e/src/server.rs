@@ -212,6 +212,11 @@ impl Ctx {
     pub fn wants_table(&self) -> bool {
         self.accept.contains("as=Table")
     }
+    /// `as=PartialObjectMetadata` (or `...List`) asked for: objects are answered with their
+    /// metadata only, for every verb, as kube-apiserver does.
+    pub fn wants_metadata(&self) -> bool {
+        self.accept.contains("as=PartialObjectMetadata")
+    }
 }
 
 enum Route {
@@ -559,6 +564,22 @@ impl Api {
     }
 
     /// Present a stored object at the requested version.
+    /// The response carrying one object: as stored in this version, or its metadata only
+    /// when the client asked for that.
+    fn object_response(
+        &self,
+        ctx: &Ctx,
+        code: StatusCode,
+        obj: &Value,
+        warnings: &[String],
+    ) -> Response {
+        if ctx.wants_metadata() {
+            json_response(code, &table::partial_metadata(obj), warnings)
+        } else {
+            json_response(code, &self.present(obj), warnings)
+        }
+    }
+
     fn present(&self, obj: &Value) -> Value {
         let av = self.info.api_version();
         if obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
@@ -605,7 +626,7 @@ impl Api {
                         &[],
                     ));
                 }
-                Ok(json_response(StatusCode::OK, &self.present(&obj), &[]))
+                Ok(self.object_response(ctx, StatusCode::OK, &obj, &[]))
             }
             ("GET", Some(n), Some(s)) if s == "scale" => {
                 self.require_scale()?;
@@ -849,6 +870,14 @@ impl Api {
         if let Some(c) = cont {
             meta["continue"] = json!(c);
             meta["remainingItemCount"] = json!(remaining);
+        }
+        if ctx.wants_metadata() {
+            let items: Vec<Value> = matched.iter().map(|o| table::partial_metadata(o)).collect();
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                &[],
+            ));
         }
         // serialize items straight from storage (no clones for the common case)
         let av = self.info.api_version();
@@ -1188,11 +1217,7 @@ impl Api {
         let mut obj = parse_body(ctx)?;
         self.check_type(&mut obj)?;
         let out = self.create_obj(ctx, obj).await?;
-        Ok(json_response(
-            StatusCode::CREATED,
-            &self.present(&out),
-            &ctx.warnings,
-        ))
+        Ok(self.object_response(ctx, StatusCode::CREATED, &out, &ctx.warnings))
     }
 
     async fn create_obj(&self, ctx: &mut Ctx, mut obj: Value) -> ApiResult<Arc<Value>> {
@@ -1567,11 +1592,7 @@ impl Api {
             rv
         };
         let out = self.finish_update(ctx, sub, &cur, body, expected).await?;
-        Ok(json_response(
-            StatusCode::OK,
-            &self.present(&out),
-            &ctx.warnings,
-        ))
+        Ok(self.object_response(ctx, StatusCode::OK, &out, &ctx.warnings))
     }
 
     async fn patch(&self, ctx: &mut Ctx, name: &str, sub: Option<&str>) -> ApiResult<Response> {
@@ -1621,11 +1642,7 @@ impl Api {
                         &self.info.api_version(),
                     )?;
                     let out = self.create_obj(ctx, obj).await?;
-                    return Ok(json_response(
-                        StatusCode::CREATED,
-                        &self.present(&out),
-                        &ctx.warnings,
-                    ));
+                    return Ok(self.object_response(ctx, StatusCode::CREATED, &out, &ctx.warnings));
                 }
                 None => return Err(self.info.not_found(name)),
             };
@@ -1697,11 +1714,7 @@ impl Api {
             }
             match self.finish_update(ctx, sub, &cur, new, rv_of(&cur)).await {
                 Ok(out) => {
-                    return Ok(json_response(
-                        StatusCode::OK,
-                        &self.present(&out),
-                        &ctx.warnings,
-                    ));
+                    return Ok(self.object_response(ctx, StatusCode::OK, &out, &ctx.warnings));
                 }
                 Err(e) if e.code == 409 && e.reason == "Conflict" && patched_rv.is_empty() => {
                     // retry on a concurrent write, like kube-apiserver's GuaranteedUpdate
@@ -1916,16 +1929,14 @@ impl Api {
         self.run_validating_hooks(&req).await?;
         self.fault(name)?;
         if dry {
-            return Ok(json_response(StatusCode::OK, &self.present(&cur), &[]));
+            return Ok(self.object_response(ctx, StatusCode::OK, &cur, &[]));
         }
         match self
             .shared
             .store
             .delete(&self.gr(), &self.key(name), policy, grace, pre)?
         {
-            DeleteOutcome::Pending(obj) => {
-                Ok(json_response(StatusCode::OK, &self.present(&obj), &[]))
-            }
+            DeleteOutcome::Pending(obj) => Ok(self.object_response(ctx, StatusCode::OK, &obj, &[])),
             DeleteOutcome::Deleted(obj) => {
                 self.after_delete(&obj);
                 if self.info.crd
@@ -1934,7 +1945,7 @@ impl Api {
                         "pods" | "services" | "customresourcedefinitions"
                     )
                 {
-                    Ok(json_response(StatusCode::OK, &self.present(&obj), &[]))
+                    Ok(self.object_response(ctx, StatusCode::OK, &obj, &[]))
                 } else {
                     let body = status_success(
                         name,

@@ -482,10 +482,17 @@ fn eval_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// The object as a `meta.k8s.io/v1` PartialObjectMetadata (its metadata only), as
+/// kube-apiserver answers a client that asks for `as=PartialObjectMetadata` (client-go's
+/// metadata client, kube-rs's `*_metadata` calls) and as a Table row carries it.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
 /// One row.
 pub fn row(info: &ResourceInfo, obj: &Value) -> Value {
     if builtin_columns(info).is_some() {
-        let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))});
+        let partial = partial_metadata(obj);
         return json!({"cells": builtin_cells(info, obj), "object": partial});
     }
     let mut cells = vec![json!(meta_str(obj, "name").unwrap_or_default())];
@@ -504,7 +511,7 @@ pub fn row(info: &ResourceInfo, obj: &Value) -> Value {
             cells.push(v);
         }
     }
-    let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))});
+    let partial = partial_metadata(obj);
     json!({"cells": cells, "object": partial})
 }
 

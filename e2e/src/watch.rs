@@ -49,11 +49,14 @@ struct Encoder {
     info: Arc<ResourceInfo>,
     api_version: String,
     table: bool,
+    /// Objects as PartialObjectMetadata (`as=PartialObjectMetadata`).
+    metadata_only: bool,
 }
 
 impl Encoder {
     fn event(&self, ty: &str, ev: &StoredEvent) -> Bytes {
         if !self.table
+            && !self.metadata_only
             && ty == ev.kind.as_str()
             && ev.obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str())
         {
@@ -71,6 +74,10 @@ impl Encoder {
                 "",
             );
             buf.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
+        } else if self.metadata_only {
+            buf.put_slice(
+                &serde_json::to_vec(&table::partial_metadata(&ev.obj)).unwrap_or_default(),
+            );
         } else if ev.obj.get("apiVersion").and_then(Value::as_str)
             == Some(self.api_version.as_str())
         {
@@ -157,6 +164,7 @@ pub(crate) fn serve(api: &Api, ctx: &Ctx) -> ApiResult<Response> {
         info: api.info.clone(),
         api_version: api.info.api_version(),
         table: ctx.wants_table(),
+        metadata_only: ctx.wants_metadata(),
     };
     let shared = api.shared.clone();
     let gr = api.info.gr();

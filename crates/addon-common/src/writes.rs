@@ -5,15 +5,32 @@
 //! to know which version its write produced (to recognise it in its cache) pays for all of
 //! that on every write. [`Writer`] sends the same requests as `Api<K>` and decodes only
 //! `metadata.resourceVersion` from the response: the rest of the body is skipped while
-//! parsing, without allocating.
+//! parsing, without allocating. It also asks for the response as a PartialObjectMetadata
+//! (`Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`, as client-go's
+//! metadata client does), so the API server sends the object's metadata only; a server that
+//! cannot transform falls back to the full object (`application/json` is accepted too), which
+//! decodes the same.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
+use http::HeaderValue;
+use http::header::ACCEPT;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::Request;
 use kube::{Client, Resource};
 use serde::{Deserialize, Serialize};
+
+/// The `Accept` header of every write: metadata only, else the whole object.
+pub const METADATA_ONLY: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+
+fn metadata_only(mut request: http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    request
+        .headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    request
+}
 
 /// What a write's response is decoded into.
 #[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +96,7 @@ where
             .request
             .create(pp, body)
             .map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Written>(request).await
+        self.client.request::<Written>(metadata_only(request)).await
     }
 
     /// PATCHes the object `name`.
@@ -93,7 +110,7 @@ where
             .request
             .patch(name, pp, patch)
             .map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Written>(request).await
+        self.client.request::<Written>(metadata_only(request)).await
     }
 
     /// PATCHes the subresource `subresource` (`status`, `resize`, ...) of the object `name`.
@@ -108,7 +125,7 @@ where
             .request
             .patch_subresource(subresource, name, pp, patch)
             .map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Written>(request).await
+        self.client.request::<Written>(metadata_only(request)).await
     }
 }
 

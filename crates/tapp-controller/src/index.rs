@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::slim::SlimPod;
 use kube::runtime::watcher::Event;
@@ -53,12 +53,7 @@ fn key_of(pod: &SlimPod) -> Key {
 /// What the controller's trigger mapping reads of a pod: name, namespace and the controller
 /// owner reference.
 fn trigger_stub(pod: &SlimPod) -> SlimPod {
-    let owner = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true));
+    let owner = controller_ref(pod);
     SlimPod::from_metadata(ObjectMeta {
         name: pod.metadata.name.clone(),
         namespace: pod.metadata.namespace.clone(),
@@ -67,13 +62,16 @@ fn trigger_stub(pod: &SlimPod) -> SlimPod {
     })
 }
 
-fn controller_uid(pod: &SlimPod) -> Option<String> {
+fn controller_ref(pod: &SlimPod) -> Option<&OwnerReference> {
     pod.metadata
         .owner_references
         .iter()
         .flatten()
         .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone())
+}
+
+fn controller_uid(pod: &SlimPod) -> Option<String> {
+    controller_ref(pod).map(|r| r.uid.clone())
 }
 
 impl State {
@@ -92,6 +90,17 @@ impl State {
 
     fn insert(&mut self, pod: SlimPod) {
         let key = key_of(&pod);
+        // Most events change a pod the index holds under the same owner: replace it in place.
+        if let Some(owner) = controller_ref(&pod).map(|r| r.uid.as_str())
+            && self.owner_of.get(&key).is_some_and(|o| o == owner)
+            && let Some(slot) = self
+                .by_owner
+                .get_mut(owner)
+                .and_then(|set| set.get_mut(&key))
+        {
+            *slot = Arc::new(pod);
+            return;
+        }
         self.remove(&key);
         if let Some(owner) = controller_uid(&pod) {
             self.owner_of.insert(key.clone(), owner.clone());
@@ -241,6 +250,14 @@ mod tests {
 
         index.apply_watcher_event(Event::Apply(pod("a-1", Some("a"))));
         assert_eq!(names(&index, "a"), ["a-0", "a-1"]);
+        // A change under the same owner replaces the held pod.
+        let mut changed = pod("a-1", Some("a"));
+        changed.metadata.resource_version = Some("7".into());
+        index.apply_watcher_event(Event::Apply(changed));
+        let held = index.controlled_by("a");
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[1].metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(index.len(), 3);
         // Ownership moves (released and adopted by another controller).
         index.apply_watcher_event(Event::Apply(pod("a-1", Some("b"))));
         assert_eq!(names(&index, "a"), ["a-0"]);

@@ -1,5 +1,8 @@
 //! Prometheus metrics of the TApp controller (all in the binary's one registry).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use addon_common::api::tapp::InstanceStatus;
 use addon_common::metrics::ReconcileMetrics;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -27,7 +30,13 @@ pub struct Metrics {
     /// `tapp_controller_reconcile_deferred_total`: reconciles that waited for the watch cache
     /// to show the controller's own writes.
     pub deferred: IntCounter,
+    /// What [`Metrics::set_tapp`] last set per (namespace, TApp): most reconciles change no
+    /// gauge, and setting them all costs a dozen label hashes and lookups.
+    published: Arc<Mutex<HashMap<(String, String), TAppGauges>>>,
 }
+
+/// Instances by status (in `InstanceStatus::ALL` order), updated, desired.
+type TAppGauges = ([u32; InstanceStatus::ALL.len()], u32, u32);
 
 impl Metrics {
     /// Registers every metric in `registry`.
@@ -102,6 +111,7 @@ impl Metrics {
             rollout_desired,
             webhook,
             deferred,
+            published: Arc::default(),
         })
     }
 
@@ -114,14 +124,28 @@ impl Metrics {
         updated: u32,
         desired: u32,
     ) {
+        let mut counts = [0u32; InstanceStatus::ALL.len()];
+        for v in statuses.values() {
+            if let Some(i) = InstanceStatus::ALL.iter().position(|s| s == v) {
+                counts[i] += 1;
+            }
+        }
+        let gauges = (counts, updated, desired);
+        {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (ns.to_string(), name.to_string());
+            if published.get(&key) == Some(&gauges) {
+                return;
+            }
+            published.insert(key, gauges);
+        }
         // Only statuses some instance has: 11 statuses x thousands of TApps of mostly-zero
         // series cost memory and scrape time for nothing.
-        for s in InstanceStatus::ALL {
-            let n = statuses.values().filter(|v| **v == s).count() as i64;
+        for (s, n) in InstanceStatus::ALL.iter().zip(counts) {
             if n > 0 {
                 self.instances
                     .with_label_values(&[ns, name, s.as_str()])
-                    .set(n);
+                    .set(i64::from(n));
             } else {
                 let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
             }
@@ -136,6 +160,10 @@ impl Metrics {
 
     /// Removes the gauges of a TApp that no longer exists.
     pub fn forget_tapp(&self, ns: &str, name: &str) {
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ns.to_string(), name.to_string()));
         for s in InstanceStatus::ALL {
             let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
         }
@@ -195,5 +223,11 @@ mod tests {
         assert_eq!(series(&registry), ["Running=2"]);
         metrics.forget_tapp("ns", "t");
         assert!(series(&registry).is_empty());
+        // Unchanged gauges are not set again, but a forgotten TApp's are.
+        let two = statuses(&[("0", Running), ("1", Running)]);
+        metrics.set_tapp("ns", "t", &two, 2, 2);
+        assert_eq!(series(&registry), ["Running=2"]);
+        metrics.set_tapp("ns", "t", &two, 2, 2);
+        assert_eq!(series(&registry), ["Running=2"]);
     }
 }

@@ -312,3 +312,92 @@ async fn streaming_list_watcher_uses_send_initial_events() {
     .await;
     task.abort();
 }
+
+/// `as=PartialObjectMetadata`: kube-rs's metadata calls (get, list, patch, watch) and
+/// `addon_common::writes::Writer` (which asks for it on every write) get metadata only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_responses() {
+    let srv = server();
+    let client = srv.client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let writer: addon_common::writes::Writer<ConfigMap> =
+        addon_common::writes::Writer::namespaced(client.clone(), "default");
+    let written = writer
+        .create(&PostParams::default(), &cm("m", "1"))
+        .await
+        .unwrap();
+    let rv = written.resource_version().unwrap().to_string();
+    assert_eq!(
+        api.get("m").await.unwrap().metadata.resource_version,
+        Some(rv)
+    );
+
+    // Raw: the body of a metadata-only write holds no data.
+    use tower::ServiceExt;
+    let req = http::Request::builder()
+        .method("PATCH")
+        .uri("/api/v1/namespaces/default/configmaps/m")
+        .header("content-type", "application/merge-patch+json")
+        .header("accept", addon_common::writes::METADATA_ONLY)
+        .body(axum::body::Body::from(r#"{"data":{"v":"2"}}"#))
+        .unwrap();
+    let resp = srv.router().oneshot(req).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["kind"], "PartialObjectMetadata", "{body}");
+    assert_eq!(body["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(body["metadata"]["name"], "m");
+    assert!(body.get("data").is_none(), "{body}");
+    assert_eq!(api.get("m").await.unwrap().data.unwrap()["v"], "2");
+
+    let meta = api.get_metadata("m").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("m"));
+    assert_eq!(meta.types.unwrap().kind, "PartialObjectMetadata");
+    let list = api.list_metadata(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let patched = api
+        .patch_metadata(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"k": "v"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["k"], "v");
+
+    let store = {
+        let (reader, writer) = reflector::store();
+        let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+            Api::namespaced(client.clone(), "default");
+        let stream = watcher::watcher(meta_api, watcher::Config::default())
+            .reflect(writer)
+            .applied_objects();
+        let task = tokio::spawn(async move {
+            let mut s = std::pin::pin!(stream);
+            while s.next().await.is_some() {}
+        });
+        (reader, task)
+    };
+    api.create(&PostParams::default(), &cm("n", "1"))
+        .await
+        .unwrap();
+    let reader = store.0.clone();
+    eventually("metadata watch", Duration::from_secs(10), move || {
+        let reader = reader.clone();
+        async move {
+            let mut names: Vec<String> = reader
+                .state()
+                .iter()
+                .map(|o| o.metadata.name.clone().unwrap_or_default())
+                .collect();
+            names.sort();
+            (names == ["m", "n"]).then_some(())
+        }
+    })
+    .await;
+    store.1.abort();
+}
