@@ -563,7 +563,6 @@ impl Api {
         )
     }
 
-    /// Present a stored object at the requested version.
     /// The response carrying one object: as stored in this version, or its metadata only
     /// when the client asked for that.
     fn object_response(
@@ -580,6 +579,7 @@ impl Api {
         }
     }
 
+    /// Present a stored object at the requested version.
     fn present(&self, obj: &Value) -> Value {
         let av = self.info.api_version();
         if obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {

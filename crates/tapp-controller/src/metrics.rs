@@ -30,9 +30,10 @@ pub struct Metrics {
     /// `tapp_controller_reconcile_deferred_total`: reconciles that waited for the watch cache
     /// to show the controller's own writes.
     pub deferred: IntCounter,
-    /// What [`Metrics::set_tapp`] last set per (namespace, TApp): most reconciles change no
-    /// gauge, and setting them all costs a dozen label hashes and lookups.
-    published: Arc<Mutex<HashMap<(String, String), TAppGauges>>>,
+    /// What [`Metrics::set_tapp`] last set, by namespace and TApp: most reconciles change no
+    /// gauge, and setting them all costs a dozen label hashes and lookups. (Nested so that
+    /// the unchanged case looks up borrowed names without allocating a key.)
+    published: Arc<Mutex<HashMap<String, HashMap<String, TAppGauges>>>>,
 }
 
 /// Instances by status (in `InstanceStatus::ALL` order), updated, desired.
@@ -133,11 +134,13 @@ impl Metrics {
         let gauges = (counts, updated, desired);
         {
             let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (ns.to_string(), name.to_string());
-            if published.get(&key) == Some(&gauges) {
+            if published.get(ns).and_then(|m| m.get(name)) == Some(&gauges) {
                 return;
             }
-            published.insert(key, gauges);
+            published
+                .entry(ns.to_string())
+                .or_default()
+                .insert(name.to_string(), gauges);
         }
         // Only statuses some instance has: 11 statuses x thousands of TApps of mostly-zero
         // series cost memory and scrape time for nothing.
@@ -160,10 +163,15 @@ impl Metrics {
 
     /// Removes the gauges of a TApp that no longer exists.
     pub fn forget_tapp(&self, ns: &str, name: &str) {
-        self.published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(ns.to_string(), name.to_string()));
+        {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tapps) = published.get_mut(ns) {
+                tapps.remove(name);
+                if tapps.is_empty() {
+                    published.remove(ns);
+                }
+            }
+        }
         for s in InstanceStatus::ALL {
             let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
         }
@@ -223,7 +231,8 @@ mod tests {
         assert_eq!(series(&registry), ["Running=2"]);
         metrics.forget_tapp("ns", "t");
         assert!(series(&registry).is_empty());
-        // Unchanged gauges are not set again, but a forgotten TApp's are.
+        // The values last set before forgetting: set again all the same (what was last set
+        // is forgotten with the gauges), and a repeat keeps them.
         let two = statuses(&[("0", Running), ("1", Running)]);
         metrics.set_tapp("ns", "t", &two, 2, 2);
         assert_eq!(series(&registry), ["Running=2"]);

@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector};
 use serde_json::json;
@@ -92,10 +94,7 @@ async fn reflector_recovers_from_410_and_dropped_streams_without_losing_events()
     )
     .default_backoff()
     .applied_objects();
-    let task = tokio::spawn(async move {
-        let mut s = std::pin::pin!(stream);
-        while s.next().await.is_some() {}
-    });
+    let task = drain(stream);
     let snapshot = |reader: reflector::Store<ConfigMap>| -> BTreeMap<String, String> {
         reader
             .state()
@@ -283,10 +282,7 @@ async fn streaming_list_watcher_uses_send_initial_events() {
     )
     .default_backoff()
     .applied_objects();
-    let task = tokio::spawn(async move {
-        let mut s = std::pin::pin!(stream);
-        while s.next().await.is_some() {}
-    });
+    let task = drain(stream);
     let names = |reader: reflector::Store<ConfigMap>| {
         move || {
             let reader = reader.clone();
@@ -356,9 +352,11 @@ async fn metadata_only_responses() {
 
     let meta = api.get_metadata("m").await.unwrap();
     assert_eq!(meta.metadata.name.as_deref(), Some("m"));
-    assert_eq!(meta.types.unwrap().kind, "PartialObjectMetadata");
+    assert_eq!(kind_of(&meta.types), "PartialObjectMetadata");
     let list = api.list_metadata(&Default::default()).await.unwrap();
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
     assert_eq!(list.items.len(), 1);
+    assert_eq!(kind_of(&list.items[0].types), "PartialObjectMetadata");
     let patched = api
         .patch_metadata(
             "m",
@@ -368,36 +366,39 @@ async fn metadata_only_responses() {
         .await
         .unwrap();
     assert_eq!(patched.metadata.labels.unwrap()["k"], "v");
+    assert_eq!(kind_of(&patched.types), "PartialObjectMetadata");
 
-    let store = {
-        let (reader, writer) = reflector::store();
-        let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
-            Api::namespaced(client.clone(), "default");
-        let stream = watcher::watcher(meta_api, watcher::Config::default())
+    // The watch (after its initial list) sends metadata only: the decoded objects say so.
+    let (reader, writer) = reflector::store();
+    let meta_api: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let task = drain(
+        watcher::watcher(meta_api, watcher::Config::default())
             .reflect(writer)
-            .applied_objects();
-        let task = tokio::spawn(async move {
-            let mut s = std::pin::pin!(stream);
-            while s.next().await.is_some() {}
-        });
-        (reader, task)
-    };
+            .applied_objects(),
+    );
     api.create(&PostParams::default(), &cm("n", "1"))
         .await
         .unwrap();
-    let reader = store.0.clone();
+    let watched = reader.clone();
     eventually("metadata watch", Duration::from_secs(10), move || {
-        let reader = reader.clone();
-        async move {
-            let mut names: Vec<String> = reader
-                .state()
-                .iter()
-                .map(|o| o.metadata.name.clone().unwrap_or_default())
-                .collect();
-            names.sort();
-            (names == ["m", "n"]).then_some(())
-        }
+        let reader = watched.clone();
+        async move { reader.get(&ObjectRef::new("n").within("default")) }
     })
     .await;
-    store.1.abort();
+    for o in reader.state() {
+        assert_eq!(kind_of(&o.types), "PartialObjectMetadata", "{o:?}");
+    }
+    task.abort();
+}
+
+/// Polls `stream` to its end in a task.
+fn drain<S: futures::Stream + Send + 'static>(stream: S) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while s.next().await.is_some() {}
+    })
+}
+
+fn kind_of(types: &Option<kube::core::TypeMeta>) -> &str {
+    types.as_ref().map_or("", |t| t.kind.as_str())
 }
