@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
+use crate::hash::HashMemo;
 use crate::index::OwnerIndex;
 use crate::metrics::Metrics;
 use crate::plan::{self, DeleteReason, Flags, Observed, Plan, UpdateKind, status_patch};
@@ -29,7 +30,7 @@ use crate::pods::PodView;
 use crate::slim::SlimPod;
 use crate::{Error, Result};
 use addon_common::watch::{self, Relists};
-use addon_common::writes::{Writer, Written};
+use addon_common::writes::Writer;
 
 /// Component name: field manager, event reporter, lease name.
 pub const COMPONENT: &str = "tapp-controller";
@@ -74,6 +75,8 @@ pub struct Context {
     expectations: Expectations,
     /// Warnings already published (TApp key, message).
     warned: Mutex<BTreeSet<(String, String)>>,
+    /// Template hashes per TApp generation.
+    hash_memo: HashMemo,
 }
 
 /// Whether the API server serves the pod `resize` subresource (Kubernetes 1.33+).
@@ -221,9 +224,10 @@ pub async fn run(
         }
     });
 
-    // Drop the per-TApp gauges of deleted TApps.
+    // Drop the per-TApp gauges and remembered template hashes of deleted TApps.
     let sweep_stop = stop.clone();
     let sweep_metrics = metrics.clone();
+    let sweep_ctx = ctx.clone();
     let sweep_store = tapp_store.clone();
     let sweeper = tokio::spawn(async move {
         let mut known: BTreeSet<(String, String)> = BTreeSet::new();
@@ -232,8 +236,8 @@ pub async fn run(
                 () = sweep_stop.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
-            let now: BTreeSet<(String, String)> = sweep_store
-                .state()
+            let tapps = sweep_store.state();
+            let now: BTreeSet<(String, String)> = tapps
                 .iter()
                 .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
                 .collect();
@@ -241,6 +245,11 @@ pub async fn run(
                 sweep_metrics.forget_tapp(ns, name);
             }
             known = now;
+            let uids: BTreeSet<&str> = tapps
+                .iter()
+                .filter_map(|t| t.metadata.uid.as_deref())
+                .collect();
+            sweep_ctx.hash_memo.retain(|uid| uids.contains(uid));
         }
     });
 
@@ -334,6 +343,7 @@ impl Context {
             nodes: stores.nodes,
             expectations: Expectations::new(EXPECTATION_TTL),
             warned: Mutex::new(BTreeSet::new()),
+            hash_memo: HashMemo::default(),
         }
     }
 }
@@ -416,6 +426,7 @@ pub async fn reconcile(tapp: Arc<TApp>, ctx: Arc<Context>) -> Result<Action> {
         pods: pods.iter().map(AsRef::as_ref).collect(),
         pvcs: pvcs.iter().map(AsRef::as_ref).collect(),
         nodes: nodes.as_ref(),
+        hash_memo: Some(&ctx.hash_memo),
     };
     let plan = plan::plan(&tapp, &observed, Utc::now(), &ctx.flags);
     let action = execute(&tapp, &pods, plan, &ctx, &key).await?;
@@ -437,8 +448,9 @@ fn child(tapp: &ObjectReference, kind: &str, name: &str) -> ObjectReference {
     }
 }
 
-fn json_patch(ops: Value) -> Result<Patch<()>> {
-    Ok(Patch::Json::<()>(serde_json::from_value(ops)?))
+/// A JSON patch read from the plan's `Value` in place (no copy of the value).
+fn json_patch(ops: &Value) -> Result<Patch<()>> {
+    Ok(Patch::Json::<()>(serde::Deserialize::deserialize(ops)?))
 }
 
 fn already_exists(e: &kube::Error) -> bool {
@@ -474,6 +486,9 @@ async fn execute(
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let reference = tapp.object_ref(&());
     let pp = PatchParams::default();
+    // Events are published together at the end, concurrently (one round trip, not one per
+    // event, before the worker is free).
+    let mut events = Vec::new();
     let mut first_error: Option<Error> = None;
     let mut fail = |e: Error| {
         if first_error.is_none() {
@@ -523,31 +538,25 @@ async fn execute(
             .unwrap_or_default();
         match pvc_api.create(&PostParams::default(), pvc).await {
             Ok(_) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "PersistentVolumeClaim", &claim)),
-                        EventType::Normal,
-                        "SuccessfulCreate",
-                        "Create",
-                        format!("create Claim {claim} Pod {pod} in TApp {name} success"),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!("create Claim {claim} Pod {pod} in TApp {name} success"),
+                ));
             }
             Err(e) if already_exists(&e) => {}
             Err(e) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "PersistentVolumeClaim", &claim)),
-                        EventType::Warning,
-                        "FailedCreate",
-                        "Create",
-                        format!(
-                            "create Claim {claim} for Pod {pod} in TApp {name} failed error: {e}"
-                        ),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                    EventType::Warning,
+                    "FailedCreate",
+                    "Create",
+                    format!("create Claim {claim} for Pod {pod} in TApp {name} failed error: {e}"),
+                ));
                 failed_claims.insert(pod);
                 fail(e.into());
             }
@@ -622,29 +631,25 @@ async fn execute(
                         .with_label_values(&["recreate"])
                         .inc();
                 }
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &d.name)),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        "Delete",
-                        format!("instance: {}", d.name),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "Pod", &d.name)),
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("instance: {}", d.name),
+                ));
             }
             Err(e) if not_found(&e) => {}
             Err(e) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &d.name)),
-                        EventType::Warning,
-                        "FailedDelete",
-                        "Delete",
-                        format!("instance: {}, error: {e}", d.name),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "Pod", &d.name)),
+                    EventType::Warning,
+                    "FailedDelete",
+                    "Delete",
+                    format!("instance: {}, error: {e}", d.name),
+                ));
                 fail(e.into());
             }
         }
@@ -654,47 +659,49 @@ async fn execute(
             Ok(created) => {
                 ctx.expectations
                     .created(key, &p.name_any(), created.resource_version());
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &p.name_any())),
-                        EventType::Normal,
-                        "SuccessfulCreate",
-                        "Create",
-                        format!("Instance: {}", p.name_any()),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "Pod", &p.name_any())),
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!("Instance: {}", p.name_any()),
+                ));
             }
             Err(e) if already_exists(&e) => {}
             Err(e) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &p.name_any())),
-                        EventType::Warning,
-                        "FailedCreate",
-                        "Create",
-                        format!("Instance: {}, error: {e}", p.name_any()),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "Pod", &p.name_any())),
+                    EventType::Warning,
+                    "FailedCreate",
+                    "Create",
+                    format!("Instance: {}, error: {e}", p.name_any()),
+                ));
                 fail(e.into());
             }
         }
     }
 
-    // In-place updates, sequentially (resize subresource first, then images and labels).
-    for u in &plan.updates {
-        let result: Result<Written> = async {
+    // In-place updates, concurrently (per pod: the resize subresource first, then images and
+    // labels); results are handled in the plan's order (ascending ids).
+    let updates = join_all(plan.updates.iter().map(|u| {
+        let (pod_writer, pp) = (&pod_writer, &pp);
+        async move {
             if let Some(rp) = &u.resize_patch {
                 pod_writer
-                    .patch_subresource("resize", &u.name, &pp, &json_patch(rp.clone())?)
+                    .patch_subresource("resize", &u.name, pp, &json_patch(rp)?)
                     .await?;
             }
-            Ok(pod_writer
-                .patch(&u.name, &pp, &json_patch(u.patch.clone())?)
-                .await?)
+            Ok::<_, Error>(
+                pod_writer
+                    .patch(&u.name, pp, &json_patch(&u.patch)?)
+                    .await?,
+            )
         }
-        .await;
+    }))
+    .await;
+    for (u, result) in plan.updates.iter().zip(updates) {
         match result {
             Ok(written) => {
                 ctx.expectations
@@ -706,16 +713,14 @@ async fn execute(
                 };
                 ctx.metrics.pod_updates.with_label_values(&[method]).inc();
                 if u.kind != UpdateKind::Metadata {
-                    ctx.recorder
-                        .publish(
-                            &reference,
-                            Some(child(&reference, "Pod", &u.name)),
-                            EventType::Normal,
-                            "SuccessfulUpdate",
-                            "Update",
-                            format!("Instance: {}", u.name),
-                        )
-                        .await;
+                    events.push(ctx.recorder.publish(
+                        &reference,
+                        Some(child(&reference, "Pod", &u.name)),
+                        EventType::Normal,
+                        "SuccessfulUpdate",
+                        "Update",
+                        format!("Instance: {}", u.name),
+                    ));
                 } else {
                     let was_foreign = pods
                         .iter()
@@ -728,16 +733,14 @@ async fn execute(
             }
             Err(Error::Kube(e)) if not_found(&e) => {}
             Err(e) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &u.name)),
-                        EventType::Warning,
-                        "FailedUpdate",
-                        "Update",
-                        format!("Instance: {}, error: {e}", u.name),
-                    )
-                    .await;
+                events.push(ctx.recorder.publish(
+                    &reference,
+                    Some(child(&reference, "Pod", &u.name)),
+                    EventType::Warning,
+                    "FailedUpdate",
+                    "Update",
+                    format!("Instance: {}, error: {e}", u.name),
+                ));
                 fail(e);
             }
         }
@@ -746,18 +749,14 @@ async fn execute(
     // Claims: retention policy.
     for claim in &plan.delete_pvcs {
         match pvc_api.delete(claim, &DeleteParams::default()).await {
-            Ok(_) => {
-                ctx.recorder
-                    .publish(
-                        &reference,
-                        Some(child(&reference, "PersistentVolumeClaim", claim)),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        "Delete",
-                        format!("delete Claim {claim} in TApp {name} success"),
-                    )
-                    .await
-            }
+            Ok(_) => events.push(ctx.recorder.publish(
+                &reference,
+                Some(child(&reference, "PersistentVolumeClaim", claim)),
+                EventType::Normal,
+                "SuccessfulDelete",
+                "Delete",
+                format!("delete Claim {claim} in TApp {name} success"),
+            )),
             Err(e) if not_found(&e) => {}
             Err(e) => fail(e.into()),
         }
@@ -794,6 +793,7 @@ async fn execute(
         }
     }
 
+    join_all(events).await;
     if let Some(e) = first_error {
         return Err(e);
     }

@@ -6,7 +6,7 @@
 //! metadata, resources), the status, and when to look again. The executor only performs it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use addon_common::api::tapp::{
@@ -25,7 +25,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use crate::hash::{Difference, RESIZE_HASH_ANNOTATION, TemplateHashes, compare, has_own_hashes};
+use crate::hash::{
+    Difference, HashMemo, RESIZE_HASH_ANNOTATION, TemplateHashes, compare, has_own_hashes,
+};
 use crate::pods::{
     PRE_UPDATE_IMAGE_IDS_ANNOTATION, PodView, condition, in_place_condition, instance_id, is_dying,
     is_ready, is_updating, phase, selector_matches, selector_string,
@@ -69,6 +71,9 @@ pub struct Observed<'a, P = Pod> {
     /// Node name -> Ready condition is True. `None` when nodes are not known (then pods are
     /// only force-deleted for the `NodeLost` reason).
     pub nodes: Option<&'a BTreeMap<String, bool>>,
+    /// Template hashes remembered across reconciles (`None`: computed per reconcile). The
+    /// plan is the same either way.
+    pub hash_memo: Option<&'a HashMemo>,
 }
 
 impl<P> Default for Observed<'_, P> {
@@ -77,6 +82,7 @@ impl<P> Default for Observed<'_, P> {
             pods: Vec::new(),
             pvcs: Vec::new(),
             nodes: None,
+            hash_memo: None,
         }
     }
 }
@@ -779,10 +785,10 @@ pub fn plan<P: PodView>(
 
     // Per-template hashes and selector checks, computed once per template name (the
     // template itself is borrowed from the spec: nothing is cloned per instance).
-    let mut resolved: BTreeMap<&str, Option<Rc<TemplateHashes>>> = BTreeMap::new();
+    let mut resolved: BTreeMap<&str, Option<Arc<TemplateHashes>>> = BTreeMap::new();
     let mut resolve = |id: u32,
                        plan: &mut Plan|
-     -> Option<(&PodTemplateSpec, Rc<TemplateHashes>)> {
+     -> Option<(&PodTemplateSpec, Arc<TemplateHashes>)> {
         let key = id.to_string();
         let name = spec.template_name_for(&key);
         let template = spec.template_for(&key);
@@ -808,7 +814,15 @@ pub fn plan<P: PodView>(
                 ));
                 return None;
             }
-            Some(Rc::new(TemplateHashes::of(template)))
+            Some(match observed.hash_memo {
+                Some(memo) => memo.hashes(
+                    tapp.metadata.uid.as_deref().unwrap_or_default(),
+                    tapp.metadata.generation,
+                    name,
+                    template,
+                ),
+                None => Arc::new(TemplateHashes::of(template)),
+            })
         });
         match (template, entry) {
             (Ok(t), Some(h)) => Some((t, h.clone())),

@@ -4,7 +4,9 @@
 //! (The full emulated API server and e2e tests through kubectl live in the `e2e` crate.)
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use addon_common::api::tapp::TApp;
 use axum::{
@@ -30,6 +32,48 @@ struct Api {
     uid: u64,
     events: Vec<Value>,
     writes: Vec<String>,
+    /// Holds Event POSTs until this many are in flight (see [`Overlap`]).
+    event_overlap: Option<Arc<Overlap>>,
+    /// Holds pod PATCHes (not subresources) likewise.
+    pod_patch_overlap: Option<Arc<Overlap>>,
+}
+
+/// Shows whether requests are sent concurrently: each one is held until `want` of them are in
+/// flight at once (or a second has passed, when they come one after another), and the largest
+/// number seen in flight together is kept.
+struct Overlap {
+    want: usize,
+    in_flight: AtomicUsize,
+    max: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Overlap {
+    fn new(want: usize) -> Arc<Self> {
+        Arc::new(Self {
+            want,
+            in_flight: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    async fn hold(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                let notified = self.notify.notified();
+                if self.max.load(Ordering::SeqCst) >= self.want {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -62,6 +106,19 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let (collection, name, sub) = split(uri.path());
+    let overlap = {
+        let api = s.lock().expect("lock");
+        if collection.ends_with("/events") && method == Method::POST {
+            api.event_overlap.clone()
+        } else if collection == PODS && method == Method::PATCH && sub.is_none() {
+            api.pod_patch_overlap.clone()
+        } else {
+            None
+        }
+    };
+    if let Some(o) = overlap {
+        o.hold().await;
+    }
     let mut api = s.lock().expect("lock");
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if collection.ends_with("/events") {
@@ -527,6 +584,37 @@ async fn pods_of_the_go_controller_are_adopted_without_restart() {
             .and_then(|s| s.container_statuses.as_ref())
             .is_some_and(|c| c[0].restart_count == 0)
     }));
+}
+
+/// A reconcile sends its Events, like its creates, concurrently, and its in-place updates
+/// too: one round trip each instead of one per pod before the worker is free.
+#[tokio::test]
+async fn a_reconcile_sends_its_events_and_in_place_updates_concurrently() {
+    let mut h = Harness::new();
+    let events = Overlap::new(3);
+    h.api.lock().expect("lock").event_overlap = Some(events.clone());
+    h.apply_tapp(CREATE);
+    h.converge().await;
+    assert_eq!(h.tapp().status.expect("status").ready_replicas, 3);
+    assert_eq!(
+        events.max.load(Ordering::SeqCst),
+        3,
+        "the three SuccessfulCreate events were not in flight together"
+    );
+
+    let updates = Overlap::new(3);
+    h.api.lock().expect("lock").pod_patch_overlap = Some(updates.clone());
+    h.apply_tapp(
+        &(CREATE.replace("nginx:1.7.9", "nginx:1.8")
+            + "  updateStrategy:\n    maxUnavailable: 3\n"),
+    );
+    h.converge().await;
+    assert!(h.pods().values().all(|p| image(p) == "nginx:1.8"));
+    assert_eq!(
+        updates.max.load(Ordering::SeqCst),
+        3,
+        "the three in-place updates were not in flight together"
+    );
 }
 
 #[tokio::test]
