@@ -163,10 +163,17 @@ impl HashMemo {
             return Arc::new(TemplateHashes::of(template));
         };
         let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = by_uid.entry(uid.to_string()).or_insert_with(|| MemoEntry {
-            generation,
-            by_name: HashMap::new(),
-        });
+        // Looked up by the borrowed uid: the key is allocated once per TApp, not per call.
+        if !by_uid.contains_key(uid) {
+            let entry = MemoEntry {
+                generation,
+                by_name: HashMap::new(),
+            };
+            by_uid.insert(uid.to_string(), entry);
+        }
+        let Some(entry) = by_uid.get_mut(uid) else {
+            return Arc::new(TemplateHashes::of(template));
+        };
         if entry.generation != generation {
             entry.generation = generation;
             entry.by_name.clear();
