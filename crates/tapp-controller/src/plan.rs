@@ -814,14 +814,11 @@ pub fn plan<P: PodView>(
                 ));
                 return None;
             }
-            Some(match observed.hash_memo {
-                Some(memo) => memo.hashes(
-                    tapp.metadata.uid.as_deref().unwrap_or_default(),
-                    tapp.metadata.generation,
-                    name,
-                    template,
-                ),
-                None => Arc::new(TemplateHashes::of(template)),
+            Some(match (observed.hash_memo, tapp.metadata.uid.as_deref()) {
+                (Some(memo), Some(uid)) => {
+                    memo.hashes(uid, tapp.metadata.generation, name, template)
+                }
+                _ => Arc::new(TemplateHashes::of(template)),
             })
         });
         match (template, entry) {

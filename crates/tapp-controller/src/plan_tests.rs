@@ -1067,3 +1067,32 @@ fn budgets_resolve_like_go() {
     assert_eq!(resolve_budget(&IntOrString::String("100%".into()), 7), 7);
     assert_eq!(resolve_budget(&IntOrString::Int(3), 2), 3);
 }
+
+#[test]
+fn remembered_template_hashes_give_the_same_plan_and_follow_the_generation() {
+    let memo = HashMemo::default();
+    let with_memo = |t: &TApp, pods: &[Pod]| {
+        let observed = Observed {
+            pods: pods.iter().collect(),
+            hash_memo: Some(&memo),
+            ..Observed::<Pod>::default()
+        };
+        plan(t, &observed, now(), &Flags::default())
+    };
+    let mut t = tapp(3);
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| pod_of(&t, i, "Running", Some(true)))
+        .collect();
+    let p = with_memo(&t, &pods);
+    assert_eq!(p, run(&t, &pods, Flags::default()));
+    assert!(p.updates.is_empty() && p.deletes.is_empty() && p.create_pods.is_empty());
+
+    // A new image comes with a new generation: the remembered hashes are not reused.
+    t.spec.template =
+        serde_json::from_value(base_template("img:2", "OnFailure")).expect("template");
+    t.metadata.generation = Some(4);
+    let p = with_memo(&t, &pods);
+    assert_eq!(p, run(&t, &pods, Flags::default()));
+    assert_eq!(p.updates.len(), 1, "maxUnavailable 1: one pod at a time");
+    assert_eq!(memo.len(), 1);
+}
