@@ -19,7 +19,14 @@
 //! the new image with the pod Ready, and every TApp is Ready again for its new generation.
 //! The controller's CPU seconds and RSS come from /proc. Between runs on the same machine and
 //! day, the controller's CPU seconds per CPU second of the sandbox vary less than either
-//! figure (a busier or slower machine moves both): compare changes by it.
+//! figure (a busier or slower machine moves both): compare changes by it, over alternating
+//! runs of both builds (the machine's speed drifts within minutes):
+//!
+//! ```text
+//! target/release/tapp-bench --bin-dir <build A> --compare <build B> --rounds 3
+//! ```
+//! Each directory holds a `sandbox` and a `tapp-controller` (symlink the same sandbox into
+//! both to compare controllers).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -73,6 +80,109 @@ struct Args {
     /// Concurrent create/patch requests of this benchmark.
     #[arg(long, default_value_t = 32)]
     parallel: usize,
+    /// A second directory with `sandbox` and `tapp-controller` binaries (say, another build):
+    /// runs alternate between the two, and a comparison follows the reports.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Runs of each build (alternating with `--compare`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+}
+
+/// The figures of one run that the comparison uses.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    /// Phase 1 and phase 2 wall seconds.
+    walls: (f64, f64),
+    /// Controller and sandbox CPU seconds over both phases.
+    controller_cpu: f64,
+    sandbox_cpu: f64,
+    /// Controller peak RSS, MiB.
+    peak_rss: f64,
+}
+
+impl Summary {
+    fn wall(&self) -> f64 {
+        self.walls.0 + self.walls.1
+    }
+    fn share_of_wall(&self) -> f64 {
+        self.controller_cpu / self.wall()
+    }
+    fn per_sandbox(&self) -> f64 {
+        self.controller_cpu / self.sandbox_cpu
+    }
+}
+
+/// "min–max (median)" of a figure over runs.
+fn spread(values: impl IntoIterator<Item = f64>, fmt: impl Fn(f64) -> String) -> String {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.as_slice() {
+        [] => "-".into(),
+        [one] => fmt(*one),
+        _ => format!(
+            "{}–{} (median {})",
+            fmt(v[0]),
+            fmt(v[v.len() - 1]),
+            fmt(median(&v))
+        ),
+    }
+}
+
+/// Median of sorted values.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Prints the comparison of the runs of each build.
+fn print_comparison(builds: &[(String, Vec<Summary>)]) {
+    println!(
+        "comparison ({} runs each, alternating):",
+        builds.first().map_or(0, |b| b.1.len())
+    );
+    for (label, runs) in builds {
+        println!("  {label}");
+        type Row = (&'static str, fn(&Summary) -> f64, fn(f64) -> String);
+        let rows: [Row; 6] = [
+            ("wall", Summary::wall, |v| format!("{v:.1} s")),
+            (
+                "controller CPU",
+                |s| s.controller_cpu,
+                |v| format!("{v:.2} s"),
+            ),
+            ("sandbox CPU", |s| s.sandbox_cpu, |v| format!("{v:.1} s")),
+            ("share of wall", Summary::share_of_wall, |v| {
+                format!("{:.1}%", 100.0 * v)
+            }),
+            ("per sandbox CPU s", Summary::per_sandbox, |v| {
+                format!("{v:.3}")
+            }),
+            ("peak RSS", |s| s.peak_rss, |v| format!("{v:.1} MiB")),
+        ];
+        for (name, get, fmt) in rows {
+            println!("    {name:<20} {}", spread(runs.iter().map(get), fmt));
+        }
+    }
+    if let [(a, ra), (b, rb)] = builds {
+        let med = |runs: &[Summary]| {
+            let mut v: Vec<f64> = runs.iter().map(Summary::per_sandbox).collect();
+            v.sort_by(f64::total_cmp);
+            median(&v)
+        };
+        println!(
+            "  controller per sandbox CPU s (median) of {b} relative to {a}: {:.3} \
+             (below 1: less controller CPU for the same API-server work)",
+            med(rb) / med(ra)
+        );
+    }
 }
 
 /// CPU seconds and (RSS, peak RSS) in MiB of a process.
@@ -323,7 +433,31 @@ async fn wait_until(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = addon_common::testing::sibling_bin_dir(args.bin_dir.clone())?;
+    let primary = addon_common::testing::sibling_bin_dir(args.bin_dir.clone())?;
+    let mut builds: Vec<(PathBuf, Vec<Summary>)> = vec![(primary, Vec::new())];
+    if let Some(other) = &args.compare {
+        builds.push((other.clone(), Vec::new()));
+    }
+    for round in 1..=args.rounds {
+        for (dir, runs) in &mut builds {
+            if args.compare.is_some() || args.rounds > 1 {
+                println!("== run {round} of {}: {}", args.rounds, dir.display());
+            }
+            runs.push(run_once(&args, dir).await?);
+        }
+    }
+    if args.compare.is_some() || args.rounds > 1 {
+        let labelled: Vec<(String, Vec<Summary>)> = builds
+            .into_iter()
+            .map(|(dir, runs)| (dir.display().to_string(), runs))
+            .collect();
+        print_comparison(&labelled);
+    }
+    Ok(())
+}
+
+/// One benchmark run with the binaries in `bin_dir`: prints its report.
+async fn run_once(args: &Args, bin_dir: &std::path::Path) -> anyhow::Result<Summary> {
     let work = std::env::temp_dir().join(format!("tapp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let kubeconfig = work.join("kubeconfig");
@@ -627,12 +761,35 @@ async fn main() -> anyhow::Result<()> {
         if ok_rss { "yes" } else { "NO" },
         if ok_cpu { "yes" } else { "NO" }
     );
-    Ok(())
+    Ok(Summary {
+        walls: (w1, w2),
+        controller_cpu: cpu2 - cpu0,
+        sandbox_cpu: sb2 - sb0,
+        peak_rss: peak,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spreads_and_medians() {
+        let f = |v: f64| format!("{v:.1}");
+        assert_eq!(spread([], f), "-");
+        assert_eq!(spread([2.0], f), "2.0");
+        assert_eq!(spread([3.0, 1.0, 2.0], f), "1.0–3.0 (median 2.0)");
+        assert_eq!(spread([4.0, 1.0, 2.0, 3.0], f), "1.0–4.0 (median 2.5)");
+        let s = Summary {
+            walls: (20.0, 30.0),
+            controller_cpu: 5.0,
+            sandbox_cpu: 50.0,
+            peak_rss: 55.0,
+        };
+        assert_eq!(s.wall(), 50.0);
+        assert!((s.share_of_wall() - 0.1).abs() < 1e-12);
+        assert!((s.per_sandbox() - 0.1).abs() < 1e-12);
+    }
 
     #[test]
     fn classifies_requests() {
