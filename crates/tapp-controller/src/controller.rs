@@ -487,8 +487,18 @@ async fn execute(
     let reference = tapp.object_ref(&());
     let pp = PatchParams::default();
     // Events are published together at the end, concurrently (one round trip, not one per
-    // event, before the worker is free).
+    // event, before the worker is free); each is about a child (pod or claim) of the TApp.
     let mut events = Vec::new();
+    let event = |kind: &str, child_name: &str, type_, reason: &'static str, action, note| {
+        ctx.recorder.publish(
+            &reference,
+            Some(child(&reference, kind, child_name)),
+            type_,
+            reason,
+            action,
+            note,
+        )
+    };
     let mut first_error: Option<Error> = None;
     let mut fail = |e: Error| {
         if first_error.is_none() {
@@ -538,9 +548,9 @@ async fn execute(
             .unwrap_or_default();
         match pvc_api.create(&PostParams::default(), pvc).await {
             Ok(_) => {
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                events.push(event(
+                    "PersistentVolumeClaim",
+                    &claim,
                     EventType::Normal,
                     "SuccessfulCreate",
                     "Create",
@@ -549,9 +559,9 @@ async fn execute(
             }
             Err(e) if already_exists(&e) => {}
             Err(e) => {
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "PersistentVolumeClaim", &claim)),
+                events.push(event(
+                    "PersistentVolumeClaim",
+                    &claim,
                     EventType::Warning,
                     "FailedCreate",
                     "Create",
@@ -631,9 +641,9 @@ async fn execute(
                         .with_label_values(&["recreate"])
                         .inc();
                 }
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "Pod", &d.name)),
+                events.push(event(
+                    "Pod",
+                    &d.name,
                     EventType::Normal,
                     "SuccessfulDelete",
                     "Delete",
@@ -642,9 +652,9 @@ async fn execute(
             }
             Err(e) if not_found(&e) => {}
             Err(e) => {
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "Pod", &d.name)),
+                events.push(event(
+                    "Pod",
+                    &d.name,
                     EventType::Warning,
                     "FailedDelete",
                     "Delete",
@@ -655,28 +665,29 @@ async fn execute(
         }
     }
     for (p, r) in creates {
+        let pod = p.name_any();
         match r {
             Ok(created) => {
                 ctx.expectations
-                    .created(key, &p.name_any(), created.resource_version());
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "Pod", &p.name_any())),
+                    .created(key, &pod, created.resource_version());
+                events.push(event(
+                    "Pod",
+                    &pod,
                     EventType::Normal,
                     "SuccessfulCreate",
                     "Create",
-                    format!("Instance: {}", p.name_any()),
+                    format!("Instance: {pod}"),
                 ));
             }
             Err(e) if already_exists(&e) => {}
             Err(e) => {
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "Pod", &p.name_any())),
+                events.push(event(
+                    "Pod",
+                    &pod,
                     EventType::Warning,
                     "FailedCreate",
                     "Create",
-                    format!("Instance: {}, error: {e}", p.name_any()),
+                    format!("Instance: {pod}, error: {e}"),
                 ));
                 fail(e.into());
             }
@@ -713,9 +724,9 @@ async fn execute(
                 };
                 ctx.metrics.pod_updates.with_label_values(&[method]).inc();
                 if u.kind != UpdateKind::Metadata {
-                    events.push(ctx.recorder.publish(
-                        &reference,
-                        Some(child(&reference, "Pod", &u.name)),
+                    events.push(event(
+                        "Pod",
+                        &u.name,
                         EventType::Normal,
                         "SuccessfulUpdate",
                         "Update",
@@ -733,9 +744,9 @@ async fn execute(
             }
             Err(Error::Kube(e)) if not_found(&e) => {}
             Err(e) => {
-                events.push(ctx.recorder.publish(
-                    &reference,
-                    Some(child(&reference, "Pod", &u.name)),
+                events.push(event(
+                    "Pod",
+                    &u.name,
                     EventType::Warning,
                     "FailedUpdate",
                     "Update",
@@ -749,9 +760,9 @@ async fn execute(
     // Claims: retention policy.
     for claim in &plan.delete_pvcs {
         match pvc_api.delete(claim, &DeleteParams::default()).await {
-            Ok(_) => events.push(ctx.recorder.publish(
-                &reference,
-                Some(child(&reference, "PersistentVolumeClaim", claim)),
+            Ok(_) => events.push(event(
+                "PersistentVolumeClaim",
+                claim,
                 EventType::Normal,
                 "SuccessfulDelete",
                 "Delete",

@@ -163,25 +163,23 @@ impl HashMemo {
             return Arc::new(TemplateHashes::of(template));
         };
         let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        // Looked up by the borrowed uid: the key is allocated once per TApp, not per call.
-        if !by_uid.contains_key(uid) {
-            let entry = MemoEntry {
-                generation,
-                by_name: HashMap::new(),
-            };
-            by_uid.insert(uid.to_string(), entry);
+        // A hit looks up borrowed names; keys are allocated only on a miss.
+        if let Some(h) = by_uid
+            .get(uid)
+            .filter(|e| e.generation == generation)
+            .and_then(|e| e.by_name.get(name))
+        {
+            return h.clone();
         }
-        let Some(entry) = by_uid.get_mut(uid) else {
-            return Arc::new(TemplateHashes::of(template));
-        };
+        let h = Arc::new(TemplateHashes::of(template));
+        let entry = by_uid.entry(uid.to_string()).or_insert_with(|| MemoEntry {
+            generation,
+            by_name: HashMap::new(),
+        });
         if entry.generation != generation {
             entry.generation = generation;
             entry.by_name.clear();
         }
-        if let Some(h) = entry.by_name.get(name) {
-            return h.clone();
-        }
-        let h = Arc::new(TemplateHashes::of(template));
         entry.by_name.insert(name.to_string(), h.clone());
         h
     }
@@ -195,13 +193,9 @@ impl HashMemo {
     }
 
     /// Number of TApps remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_uid.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether no TApp is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

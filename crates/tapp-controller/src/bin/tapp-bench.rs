@@ -113,10 +113,16 @@ impl Summary {
     }
 }
 
-/// "min–max (median)" of a figure over runs.
-fn spread(values: impl IntoIterator<Item = f64>, fmt: impl Fn(f64) -> String) -> String {
+/// The values in ascending order.
+fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
     let mut v: Vec<f64> = values.into_iter().collect();
     v.sort_by(f64::total_cmp);
+    v
+}
+
+/// "min–max (median)" of a figure over runs.
+fn spread(values: impl IntoIterator<Item = f64>, fmt: impl Fn(f64) -> String) -> String {
+    let v = sorted(values);
     match v.as_slice() {
         [] => "-".into(),
         [one] => fmt(*one),
@@ -172,11 +178,7 @@ fn print_comparison(builds: &[(String, Vec<Summary>)]) {
         }
     }
     if let [(a, ra), (b, rb)] = builds {
-        let med = |runs: &[Summary]| {
-            let mut v: Vec<f64> = runs.iter().map(Summary::per_sandbox).collect();
-            v.sort_by(f64::total_cmp);
-            median(&v)
-        };
+        let med = |runs: &[Summary]| median(&sorted(runs.iter().map(Summary::per_sandbox)));
         println!(
             "  controller per sandbox CPU s (median) of {b} relative to {a}: {:.3} \
              (below 1: less controller CPU for the same API-server work)",
@@ -438,15 +440,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(other) = &args.compare {
         builds.push((other.clone(), Vec::new()));
     }
+    let several = args.compare.is_some() || args.rounds > 1;
     for round in 1..=args.rounds {
         for (dir, runs) in &mut builds {
-            if args.compare.is_some() || args.rounds > 1 {
+            if several {
                 println!("== run {round} of {}: {}", args.rounds, dir.display());
             }
             runs.push(run_once(&args, dir).await?);
         }
     }
-    if args.compare.is_some() || args.rounds > 1 {
+    if several {
         let labelled: Vec<(String, Vec<Summary>)> = builds
             .into_iter()
             .map(|(dir, runs)| (dir.display().to_string(), runs))
@@ -754,19 +757,19 @@ async fn run_once(args: &Args, bin_dir: &std::path::Path) -> anyhow::Result<Summ
     print_counts("phase 1", &diff(&startup, &counts1), pods_total);
     print_counts("phase 2", &diff(&counts1, &counts2), pods_total);
     print_counts("total", &counts2, pods_total);
-    let ok_rss = peak < 64.0;
-    let ok_cpu = (cpu2 - cpu0) / (w1 + w2) < 0.10;
-    println!(
-        "  targets                     peak RSS < 64 MiB: {}, CPU < 10% of wall: {}",
-        if ok_rss { "yes" } else { "NO" },
-        if ok_cpu { "yes" } else { "NO" }
-    );
-    Ok(Summary {
+    let summary = Summary {
         walls: (w1, w2),
         controller_cpu: cpu2 - cpu0,
         sandbox_cpu: sb2 - sb0,
         peak_rss: peak,
-    })
+    };
+    let yes = |ok: bool| if ok { "yes" } else { "NO" };
+    println!(
+        "  targets                     peak RSS < 64 MiB: {}, CPU < 10% of wall: {}",
+        yes(summary.peak_rss < 64.0),
+        yes(summary.share_of_wall() < 0.10)
+    );
+    Ok(summary)
 }
 
 #[cfg(test)]
