@@ -132,24 +132,29 @@ impl Metrics {
             }
         }
         let gauges = (counts, updated, desired);
-        {
+        let before = {
             let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-            if published.get(ns).and_then(|m| m.get(name)) == Some(&gauges) {
-                return;
+            match published.get_mut(ns).and_then(|m| m.get_mut(name)) {
+                Some(last) if *last == gauges => return,
+                Some(last) => Some(std::mem::replace(last, gauges)),
+                None => {
+                    published
+                        .entry(ns.to_string())
+                        .or_default()
+                        .insert(name.to_string(), gauges);
+                    None
+                }
             }
-            published
-                .entry(ns.to_string())
-                .or_default()
-                .insert(name.to_string(), gauges);
-        }
+        };
         // Only statuses some instance has: 11 statuses x thousands of TApps of mostly-zero
-        // series cost memory and scrape time for nothing.
-        for (s, n) in InstanceStatus::ALL.iter().zip(counts) {
+        // series cost memory and scrape time for nothing. Only series set before are removed
+        // (removing an absent one builds an error message).
+        for (i, (s, n)) in InstanceStatus::ALL.iter().zip(counts).enumerate() {
             if n > 0 {
                 self.instances
                     .with_label_values(&[ns, name, s.as_str()])
                     .set(i64::from(n));
-            } else {
+            } else if before.is_some_and(|(b, _, _)| b[i] > 0) {
                 let _ = self.instances.remove_label_values(&[ns, name, s.as_str()]);
             }
         }
