@@ -18,7 +18,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
@@ -448,11 +447,6 @@ fn child(tapp: &ObjectReference, kind: &str, name: &str) -> ObjectReference {
     }
 }
 
-/// A JSON patch read from the plan's `Value` in place (no copy of the value).
-fn json_patch(ops: &Value) -> Result<Patch<()>> {
-    Ok(Patch::Json::<()>(serde::Deserialize::deserialize(ops)?))
-}
-
 fn already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
@@ -701,14 +695,10 @@ async fn execute(
         async move {
             if let Some(rp) = &u.resize_patch {
                 pod_writer
-                    .patch_subresource("resize", &u.name, pp, &json_patch(rp)?)
+                    .json_patch(Some("resize"), &u.name, pp, rp)
                     .await?;
             }
-            Ok::<_, Error>(
-                pod_writer
-                    .patch(&u.name, pp, &json_patch(&u.patch)?)
-                    .await?,
-            )
+            Ok::<_, Error>(pod_writer.json_patch(None, &u.name, pp, &u.patch).await?)
         }
     }))
     .await;
