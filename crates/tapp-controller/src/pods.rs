@@ -212,13 +212,10 @@ pub fn is_updating(pod: &impl PodView) -> bool {
     if pod.annotation(IN_PLACE_UPDATE_STATE_ANNOTATION) != Some("true") {
         return false;
     }
-    let recorded: BTreeMap<String, String> = pod
-        .annotation(PRE_UPDATE_IMAGE_IDS_ANNOTATION)
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
     if !pod.has_spec() {
         return false;
     }
+    let recorded = pod.annotation(PRE_UPDATE_IMAGE_IDS_ANNOTATION);
     pod.containers().any(|(name, image)| {
         let Some((_, status_image, image_id)) =
             pod.container_statuses().find(|(n, _, _)| *n == name)
@@ -228,11 +225,65 @@ pub fn is_updating(pod: &impl PodView) -> bool {
         if image_id.is_empty() {
             return true;
         }
-        match recorded.get(name) {
+        match recorded.and_then(|r| recorded_image_id(r, name)) {
             Some(old) => old == image_id,
             None => !image_equal(image.unwrap_or(""), status_image),
         }
     })
+}
+
+/// The imageID recorded for `container` in [`PRE_UPDATE_IMAGE_IDS_ANNOTATION`] (a JSON object
+/// of container names to imageIDs), read in place: the planner asks for it for every pod
+/// updated in place once and on every plan, and the annotation stays. `None` when the
+/// annotation is not such an object or has no entry for the container (the last one wins,
+/// as when decoding into a map).
+fn recorded_image_id<'a>(annotation: &'a str, container: &str) -> Option<Cow<'a, str>> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use std::fmt;
+
+    /// A string borrowed from the annotation unless it has escapes.
+    struct Str<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Str<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Str(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct Find<'c>(&'c str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut found = None;
+            while let Some(Str(key)) = map.next_key()? {
+                let Str(value) = map.next_value()?;
+                if key == self.0 {
+                    found = Some(value);
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(annotation);
+    let found = de.deserialize_map(Find(container)).ok()?;
+    de.end().ok()?;
+    found
 }
 
 /// Whether `labels` satisfy `selector` (matchLabels and matchExpressions).
@@ -347,6 +398,38 @@ mod tests {
             "status": {"containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "sha256:old", "ready": true, "restartCount": 0}]}}),
         );
         assert!(is_updating(&waiting));
+    }
+
+    #[test]
+    fn recorded_image_ids_are_read_in_place() {
+        let ids = r#"{"a":"sha256:1","b":"docker-pullable://nginx@sha256:2"}"#;
+        assert_eq!(recorded_image_id(ids, "a").as_deref(), Some("sha256:1"));
+        assert!(matches!(
+            recorded_image_id(ids, "b"),
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(recorded_image_id(ids, "c"), None);
+        // Escapes (Go's encoding/json writes <, > and & as \u escapes) are decoded.
+        let escaped = r#"{"a":"x\u0026y","a\u003c":"z"}"#;
+        assert_eq!(recorded_image_id(escaped, "a").as_deref(), Some("x&y"));
+        assert_eq!(recorded_image_id(escaped, "a<").as_deref(), Some("z"));
+        // The last of repeated names, as when decoding into a map.
+        assert_eq!(
+            recorded_image_id(r#"{"a":"1","a":"2"}"#, "a").as_deref(),
+            Some("2")
+        );
+        // Anything but an object of strings records nothing.
+        for bad in [
+            "",
+            "null",
+            r#"["a"]"#,
+            r#"{"a":1}"#,
+            r#"{"b":1,"a":"1"}"#,
+            r#"{"a":"1"} x"#,
+            r#"{"a":"1""#,
+        ] {
+            assert_eq!(recorded_image_id(bad, "a"), None, "{bad}");
+        }
     }
 
     #[test]
