@@ -233,10 +233,10 @@ pub fn is_updating(pod: &impl PodView) -> bool {
 }
 
 /// The imageID recorded for `container` in [`PRE_UPDATE_IMAGE_IDS_ANNOTATION`] (a JSON object
-/// of container names to imageIDs), read in place: the planner asks for it for every pod
-/// updated in place once and on every plan, and the annotation stays. `None` when the
-/// annotation is not such an object or has no entry for the container (the last one wins,
-/// as when decoding into a map).
+/// of container names to imageIDs), read in place: the planner asks on every plan for every
+/// pod ever updated in place (the annotation stays). `None` when the annotation is not such
+/// an object or has no entry for the container (of repeated names the last one wins, as when
+/// decoding into a map).
 fn recorded_image_id<'a>(annotation: &'a str, container: &str) -> Option<Cow<'a, str>> {
     use serde::de::{Deserializer, MapAccess, Visitor};
     use std::fmt;
