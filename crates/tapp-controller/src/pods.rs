@@ -215,7 +215,7 @@ pub fn is_updating(pod: &impl PodView) -> bool {
     if !pod.has_spec() {
         return false;
     }
-    let recorded = pod.annotation(PRE_UPDATE_IMAGE_IDS_ANNOTATION);
+    let recorded = recorded_image_ids(pod.annotation(PRE_UPDATE_IMAGE_IDS_ANNOTATION));
     pod.containers().any(|(name, image)| {
         let Some((_, status_image, image_id)) =
             pod.container_statuses().find(|(n, _, _)| *n == name)
@@ -225,65 +225,25 @@ pub fn is_updating(pod: &impl PodView) -> bool {
         if image_id.is_empty() {
             return true;
         }
-        match recorded.and_then(|r| recorded_image_id(r, name)) {
-            Some(old) => old == image_id,
+        match recorded.get(&Text(Cow::Borrowed(name))) {
+            Some(old) => old.0 == image_id,
             None => !image_equal(image.unwrap_or(""), status_image),
         }
     })
 }
 
-/// The imageID recorded for `container` in [`PRE_UPDATE_IMAGE_IDS_ANNOTATION`] (a JSON object
-/// of container names to imageIDs), read in place: the planner asks on every plan for every
-/// pod ever updated in place (the annotation stays). `None` when the annotation is not such
-/// an object or has no entry for the container (of repeated names the last one wins, as when
-/// decoding into a map).
-fn recorded_image_id<'a>(annotation: &'a str, container: &str) -> Option<Cow<'a, str>> {
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    use std::fmt;
+/// A string of an annotation's JSON, borrowed from it unless it has escapes.
+#[derive(serde::Deserialize, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-    /// A string borrowed from the annotation unless it has escapes.
-    struct Str<'de>(Cow<'de, str>);
-    impl<'de> serde::Deserialize<'de> for Str<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Str<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                    Ok(Str(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                    Ok(Str(Cow::Owned(v.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    struct Find<'c>(&'c str);
-    impl<'de> Visitor<'de> for Find<'_> {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object of strings")
-        }
-        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-            let mut found = None;
-            while let Some(Str(key)) = map.next_key()? {
-                let Str(value) = map.next_value()?;
-                if key == self.0 {
-                    found = Some(value);
-                }
-            }
-            Ok(found)
-        }
-    }
-
-    let mut de = serde_json::Deserializer::from_str(annotation);
-    let found = de.deserialize_map(Find(container)).ok()?;
-    de.end().ok()?;
-    found
+/// The imageIDs recorded in [`PRE_UPDATE_IMAGE_IDS_ANNOTATION`] by container name, borrowed
+/// from the annotation: the planner reads them on every plan for every pod ever updated in
+/// place (the annotation stays). Empty when the annotation is absent or not a JSON object of
+/// strings.
+fn recorded_image_ids(annotation: Option<&str>) -> BTreeMap<Text<'_>, Text<'_>> {
+    annotation
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default()
 }
 
 /// Whether `labels` satisfy `selector` (matchLabels and matchExpressions).
@@ -402,23 +362,27 @@ mod tests {
 
     #[test]
     fn recorded_image_ids_are_read_in_place() {
+        let id = |annotation: &str, container: &str| -> Option<String> {
+            recorded_image_ids(Some(annotation))
+                .get(&Text(container.into()))
+                .map(|t| t.0.to_string())
+        };
         let ids = r#"{"a":"sha256:1","b":"docker-pullable://nginx@sha256:2"}"#;
-        assert_eq!(recorded_image_id(ids, "a").as_deref(), Some("sha256:1"));
-        assert!(matches!(
-            recorded_image_id(ids, "b"),
-            Some(Cow::Borrowed(_))
-        ));
-        assert_eq!(recorded_image_id(ids, "c"), None);
+        assert_eq!(id(ids, "a").as_deref(), Some("sha256:1"));
+        let map = recorded_image_ids(Some(ids));
+        assert!(
+            map.iter()
+                .all(|(k, v)| matches!((&k.0, &v.0), (Cow::Borrowed(_), Cow::Borrowed(_))))
+        );
+        assert_eq!(id(ids, "c"), None);
         // Escapes (Go's encoding/json writes <, > and & as \u escapes) are decoded.
         let escaped = r#"{"a":"x\u0026y","a\u003c":"z"}"#;
-        assert_eq!(recorded_image_id(escaped, "a").as_deref(), Some("x&y"));
-        assert_eq!(recorded_image_id(escaped, "a<").as_deref(), Some("z"));
-        // The last of repeated names, as when decoding into a map.
-        assert_eq!(
-            recorded_image_id(r#"{"a":"1","a":"2"}"#, "a").as_deref(),
-            Some("2")
-        );
+        assert_eq!(id(escaped, "a").as_deref(), Some("x&y"));
+        assert_eq!(id(escaped, "a<").as_deref(), Some("z"));
+        // The last of repeated names.
+        assert_eq!(id(r#"{"a":"1","a":"2"}"#, "a").as_deref(), Some("2"));
         // Anything but an object of strings records nothing.
+        assert!(recorded_image_ids(None).is_empty());
         for bad in [
             "",
             "null",
@@ -428,7 +392,7 @@ mod tests {
             r#"{"a":"1"} x"#,
             r#"{"a":"1""#,
         ] {
-            assert_eq!(recorded_image_id(bad, "a"), None, "{bad}");
+            assert!(recorded_image_ids(Some(bad)).is_empty(), "{bad}");
         }
     }
 
