@@ -27,6 +27,12 @@
 //! ```
 //! Each directory holds a `sandbox` and a `tapp-controller` (symlink the same sandbox into
 //! both to compare controllers).
+//!
+//! By default the three processes share every CPU, so the controller's CPU competes with the
+//! API server's and the wall time follows their sum. `--isolate` gives the sandbox a CPU of its
+//! own and runs the controller and this process on the others (through `taskset`), as a
+//! controller and an API server on separate machines: the sandbox's CPU then bounds the wall
+//! time, and the controller's share of the wall is about its CPU per CPU second of the sandbox.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -87,6 +93,11 @@ struct Args {
     /// Runs of each build (alternating with `--compare`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Give the sandbox a CPU of its own (the first this process may use, through `taskset`)
+    /// and run the controller and this benchmark on the others, as a controller and an API
+    /// server on separate machines. Without it all three share every CPU.
+    #[arg(long)]
+    isolate: bool,
 }
 
 /// The figures of one run that the comparison uses.
@@ -184,6 +195,61 @@ fn print_comparison(builds: &[(String, Vec<Summary>)]) {
              (below 1: less controller CPU for the same API-server work)",
             med(rb) / med(ra)
         );
+    }
+}
+
+/// Which CPUs `--isolate` gives the sandbox and everything else (`taskset --cpu-list` form).
+#[derive(Debug, Clone, PartialEq)]
+struct Isolation {
+    sandbox: String,
+    others: String,
+    /// Number of CPUs in all.
+    count: usize,
+}
+
+impl Isolation {
+    /// From the CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status).
+    fn here() -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .context("no Cpus_allowed_list in /proc/self/status")?;
+        Self::split(list.trim())
+    }
+
+    /// The first CPU of a list such as `0-3,8` for the sandbox, the rest for the others.
+    fn split(list: &str) -> anyhow::Result<Self> {
+        let mut cpus = Vec::new();
+        for part in list.split(',').filter(|p| !p.is_empty()) {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            let (lo, hi): (u32, u32) = (lo.trim().parse()?, hi.trim().parse()?);
+            cpus.extend(lo..=hi);
+        }
+        match cpus.as_slice() {
+            [first, rest @ ..] if !rest.is_empty() => Ok(Self {
+                count: cpus.len(),
+                sandbox: first.to_string(),
+                others: rest
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            }),
+            _ => bail!("--isolate needs at least two CPUs; this process may use {list:?}"),
+        }
+    }
+}
+
+/// `program` as a command, started through `taskset` on `cpus` when given.
+fn pinned(program: PathBuf, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.args(["--cpu-list", list]).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
@@ -440,13 +506,30 @@ async fn main() -> anyhow::Result<()> {
     if let Some(other) = &args.compare {
         builds.push((other.clone(), Vec::new()));
     }
+    // Read before this process is pinned: later runs use the same split.
+    let cpus = if args.isolate {
+        let iso = Isolation::here()?;
+        // This process too: the proxy and the benchmark's own watches are client work.
+        let status = Command::new("taskset")
+            .args(["--all-tasks", "--cpu-list", "--pid", &iso.others])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .context("running taskset (util-linux) for --isolate")?;
+        if !status.success() {
+            bail!("taskset could not pin this process to CPUs {}", iso.others);
+        }
+        Some(iso)
+    } else {
+        None
+    };
     let several = args.compare.is_some() || args.rounds > 1;
     for round in 1..=args.rounds {
         for (dir, runs) in &mut builds {
             if several {
                 println!("== run {round} of {}: {}", args.rounds, dir.display());
             }
-            runs.push(run_once(&args, dir).await?);
+            runs.push(run_once(&args, dir, cpus.as_ref()).await?);
         }
     }
     if several {
@@ -460,14 +543,18 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One benchmark run with the binaries in `bin_dir`: prints its report.
-async fn run_once(args: &Args, bin_dir: &std::path::Path) -> anyhow::Result<Summary> {
+async fn run_once(
+    args: &Args,
+    bin_dir: &std::path::Path,
+    cpus: Option<&Isolation>,
+) -> anyhow::Result<Summary> {
     let work = std::env::temp_dir().join(format!("tapp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let kubeconfig = work.join("kubeconfig");
     let proxied_kubeconfig = work.join("kubeconfig-proxied");
 
     let sandbox = KillOnDrop(
-        Command::new(bin_dir.join("sandbox"))
+        pinned(bin_dir.join("sandbox"), cpus.map(|i| i.sandbox.as_str()))
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -529,25 +616,26 @@ async fn run_once(args: &Args, bin_dir: &std::path::Path) -> anyhow::Result<Summ
 
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let controller = KillOnDrop(
-        Command::new(bin_dir.join("tapp-controller"))
-            .arg("--kubeconfig")
-            .arg(&proxied_kubeconfig)
-            .args([
-                "--admin-address",
-                &admin.to_string(),
-                "--leader-elect",
-                "false",
-                "--webhook-address",
-                "",
-                "--log-filter",
-                "warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context(
-                "starting tapp-controller (build it: cargo build --release -p tapp-controller)",
-            )?,
+        pinned(
+            bin_dir.join("tapp-controller"),
+            cpus.map(|i| i.others.as_str()),
+        )
+        .arg("--kubeconfig")
+        .arg(&proxied_kubeconfig)
+        .args([
+            "--admin-address",
+            &admin.to_string(),
+            "--leader-elect",
+            "false",
+            "--webhook-address",
+            "",
+            "--log-filter",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting tapp-controller (build it: cargo build --release -p tapp-controller)")?,
     );
     let pid = controller.0.id();
     let ready_start = Instant::now();
@@ -712,12 +800,23 @@ async fn run_once(args: &Args, bin_dir: &std::path::Path) -> anyhow::Result<Summ
 
     let pods_total = n * m;
     let (w1, w2) = (running_in.as_secs_f64(), rolled_in.as_secs_f64());
-    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    // Once pinned, this process sees only its own CPUs.
+    let cores = cpus.map_or_else(
+        || std::thread::available_parallelism().map_or(0, |c| c.get()),
+        |i| i.count,
+    );
     println!(
         "tapp-bench: {n} TApps x {m} pods = {pods_total} pods, {} nodes, maxUnavailable {}, {cores} CPUs \
          (sandbox over loopback, plain HTTP)",
         args.nodes, args.max_unavailable
     );
+    match cpus {
+        Some(iso) => println!(
+            "  CPUs                        sandbox on {}, controller and bench on {} (--isolate)",
+            iso.sandbox, iso.others
+        ),
+        None => println!("  CPUs                        shared by sandbox, controller and bench"),
+    }
     println!(
         "  phase 1 all Running         {w1:.1} s (creates took {:.1} s)",
         created_in.as_secs_f64()
@@ -792,6 +891,23 @@ mod tests {
         assert_eq!(s.wall(), 50.0);
         assert!((s.share_of_wall() - 0.1).abs() < 1e-12);
         assert!((s.per_sandbox() - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn isolation_gives_the_sandbox_the_first_cpu() {
+        let iso = |l: &str| Isolation::split(l).map_err(|e| e.to_string());
+        let ok = |s: &str, o: &str, count| {
+            Ok(Isolation {
+                sandbox: s.into(),
+                others: o.into(),
+                count,
+            })
+        };
+        assert_eq!(iso("0-1"), ok("0", "1", 2));
+        assert_eq!(iso("2,4-6"), ok("2", "4,5,6", 4));
+        assert_eq!(iso("3,1"), ok("3", "1", 2));
+        assert!(iso("0").is_err_and(|e| e.contains("at least two CPUs")));
+        assert!(iso("a-b").is_err());
     }
 
     #[test]
