@@ -133,8 +133,9 @@ pub async fn run(
     )
     .default_backoff()
     .map(move |event| event.map(|e| pod_index.apply_watcher_event(e)));
-    let pod_stream = watch::triggers(pod_stream, relists.clone());
-    let pod_stream = skip_watch_errors("pods", pod_stream);
+    // The index maps each pod event to the TApp it triggers.
+    let pod_triggers = skip_watch_errors("pods", watch::triggers(pod_stream, relists.clone()))
+        .filter_map(|tapp| std::future::ready(tapp.ok().flatten()));
     let (pvcs, pvc_writer) = reflector::store::<PersistentVolumeClaim>();
     let pvc_stream = watcher(
         api_of::<PersistentVolumeClaim>(&client, ns),
@@ -173,7 +174,7 @@ pub async fn run(
     let tapp_stream = watch::triggers(tapp_stream, relists);
     let tapp_stream = skip_watch_errors("tapps", tapp_stream);
     let controller = Controller::for_stream(tapp_stream, tapp_store.clone())
-        .owns_stream(pod_stream)
+        .reconcile_on(pod_triggers)
         .owns_stream(pvc_stream)
         .reconcile_all_on(relist_signals)
         .with_config(

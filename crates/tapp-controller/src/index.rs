@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::slim::SlimPod;
+use addon_common::api::tapp::{API_VERSION, KIND as TAPP_KIND, TApp};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
@@ -50,15 +52,18 @@ fn key_of(pod: &SlimPod) -> Key {
     )
 }
 
-/// What the controller's trigger mapping reads of a pod: name, namespace and the controller
-/// owner reference.
-fn trigger_stub(pod: &SlimPod) -> SlimPod {
-    let owner = controller_ref(pod);
-    SlimPod::from_metadata(ObjectMeta {
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        owner_references: owner.map(|r| vec![r.clone()]),
-        ..ObjectMeta::default()
+/// The TApp controlling `pod`: the one reconcile a change of the pod triggers. (Built here from
+/// the controller reference with two small copies; kube-runtime's `owns` mapping would also
+/// copy the pod's metadata, describe the pod as the trigger's cause and format the owner's
+/// apiVersion, for every pod watch event.)
+fn owning_tapp(pod: &SlimPod) -> Option<ObjectRef<TApp>> {
+    let owner = controller_ref(pod)?;
+    (owner.kind == TAPP_KIND && owner.api_version == API_VERSION).then(|| {
+        let tapp = ObjectRef::new(&owner.name);
+        match &pod.metadata.namespace {
+            Some(ns) => tapp.within(ns),
+            None => tapp,
+        }
     })
 }
 
@@ -131,30 +136,30 @@ impl OwnerIndex {
     }
 
     /// Applies one watcher event (a relist replaces the whole content at its `InitDone`) and
-    /// returns it with each pod reduced to what a trigger reads (name, namespace, owner
-    /// references): the pod itself moves into the index, nothing is cloned.
-    pub fn apply_watcher_event(&self, event: Event<SlimPod>) -> Event<SlimPod> {
+    /// returns it with each pod replaced by the TApp its change triggers (none for a pod no
+    /// TApp controls, nor for the pods of a relist, which trigger every TApp once done): the
+    /// pod itself moves into the index, nothing is cloned.
+    pub fn apply_watcher_event(&self, event: Event<SlimPod>) -> Event<Option<ObjectRef<TApp>>> {
         let mut s = self.write();
         match event {
             Event::Apply(pod) => {
-                let stub = trigger_stub(&pod);
+                let tapp = owning_tapp(&pod);
                 s.insert(pod);
-                Event::Apply(stub)
+                Event::Apply(tapp)
             }
             Event::Delete(pod) => {
                 s.remove(&key_of(&pod));
-                Event::Delete(trigger_stub(&pod))
+                Event::Delete(owning_tapp(&pod))
             }
             Event::Init => {
                 s.relist = Some(Vec::new());
                 Event::Init
             }
             Event::InitApply(pod) => {
-                let stub = trigger_stub(&pod);
                 if let Some(list) = s.relist.as_mut() {
                     list.push(pod);
                 }
-                Event::InitApply(stub)
+                Event::InitApply(None)
             }
             Event::InitDone => {
                 let list = s.relist.take().unwrap_or_default();
@@ -267,6 +272,59 @@ mod tests {
         index.apply_watcher_event(Event::Delete(pod("b-0", Some("b"))));
         assert!(names(&index, "b").is_empty());
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_pod_event_triggers_the_tapp_controlling_the_pod() {
+        let index = OwnerIndex::new();
+        let tapp = |event: Event<Option<ObjectRef<TApp>>>| match event {
+            Event::Apply(t) | Event::Delete(t) | Event::InitApply(t) => t,
+            Event::Init | Event::InitDone => None,
+        };
+        let t = Some(ObjectRef::<TApp>::new("t").within("ns"));
+        assert_eq!(
+            tapp(index.apply_watcher_event(Event::Apply(pod("a-0", Some("a"))))),
+            t
+        );
+        assert_eq!(
+            tapp(index.apply_watcher_event(Event::Delete(pod("a-0", Some("a"))))),
+            t
+        );
+        assert_eq!(
+            tapp(index.apply_watcher_event(Event::Apply(pod("orphan", None)))),
+            None
+        );
+        // Controlled by another kind (a ReplicaSet), or owned by a TApp that is not its
+        // controller: indexed by its controller, no TApp triggered.
+        let mut foreign = pod("rs-0", Some("a"));
+        for r in foreign.metadata.owner_references.iter_mut().flatten() {
+            r.api_version = "apps/v1".into();
+            r.kind = "ReplicaSet".into();
+        }
+        assert_eq!(tapp(index.apply_watcher_event(Event::Apply(foreign))), None);
+        assert_eq!(names(&index, "a"), ["rs-0"]);
+        let mut not_controller = pod("a-1", Some("a"));
+        for r in not_controller
+            .metadata
+            .owner_references
+            .iter_mut()
+            .flatten()
+        {
+            r.controller = Some(false);
+        }
+        assert_eq!(
+            tapp(index.apply_watcher_event(Event::Apply(not_controller))),
+            None
+        );
+        // The pods of a relist trigger nothing one by one (every TApp is triggered once the
+        // relist is done).
+        index.apply_watcher_event(Event::Init);
+        assert_eq!(
+            tapp(index.apply_watcher_event(Event::InitApply(pod("a-2", Some("a"))))),
+            None
+        );
+        index.apply_watcher_event(Event::InitDone);
+        assert_eq!(names(&index, "a"), ["a-2"]);
     }
 
     #[test]
