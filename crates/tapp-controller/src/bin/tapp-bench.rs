@@ -253,6 +253,24 @@ fn pinned(program: PathBuf, cpus: Option<&str>) -> Command {
     }
 }
 
+/// How often the threads of a process blocked and were woken again: the sum of their
+/// `voluntary_ctxt_switches` (/proc/<pid>/task/*/status).
+fn wakeups(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// CPU seconds and (RSS, peak RSS) in MiB of a process.
 fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
     let u = addon_common::testing::process_usage(pid)?;
@@ -682,6 +700,7 @@ async fn run_once(
     // Phase 1: create, wait for every TApp to be Running.
     eprintln!("phase 1: creating {n} TApps x {m} pods…");
     let (cpu0, _, _) = usage(pid)?;
+    let wake0 = wakeups(pid);
     let (sb0, _, _) = usage(sandbox_pid)?;
     let (me0, _, _) = usage(std::process::id())?;
     let start1 = Instant::now();
@@ -715,6 +734,7 @@ async fn run_once(
     })
     .await?;
     let (cpu1, rss1, _) = usage(pid)?;
+    let wake1 = wakeups(pid);
     let (sb1, _, _) = usage(sandbox_pid)?;
     let (me1, _, _) = usage(std::process::id())?;
     let counts1 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -788,6 +808,7 @@ async fn run_once(
     })
     .await?;
     let (cpu2, rss2, peak) = usage(pid)?;
+    let wake2 = wakeups(pid);
     let (sb2, _, _) = usage(sandbox_pid)?;
     let (me2, _, _) = usage(std::process::id())?;
     let counts2 = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -841,6 +862,16 @@ async fn run_once(
     }
     println!(
         "  controller RSS              {rss1:.1} MiB after phase 1, {rss2:.1} MiB after phase 2, peak (VmHWM) {peak:.1} MiB"
+    );
+    // A thread that ended between two readings takes its count with it: saturate.
+    let (wk1, wk2) = (wake1.saturating_sub(wake0), wake2.saturating_sub(wake1));
+    let requests = |c: &BTreeMap<String, u64>| total(c).max(1) as f64;
+    println!(
+        "  controller wake-ups         phase 1 {} ({:.2} per request), phase 2 {} ({:.2} per request)",
+        wk1,
+        wk1 as f64 / requests(&diff(&startup, &counts1)),
+        wk2,
+        wk2 as f64 / requests(&diff(&counts1, &counts2)),
     );
     println!(
         "  reconciles                  phase 1 {:.0}, phase 2 {:.0}; in-place updates {:.0}",
