@@ -919,6 +919,36 @@ async fn evicted_pod_of_an_always_instance_is_migrated() {
     let _ = &env.server;
 }
 
+/// A pod deleted behind the controller's back is replaced at once: the pod's watch event
+/// triggers its TApp (a settled TApp is otherwise next reconciled at the idle requeue, minutes
+/// later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_behind_the_controllers_back_is_replaced_at_once() {
+    let (env, client, _controller) = running(1).await;
+    create(&client, batch_tapp("gone", "Always", None)).await;
+    tapp_until(&client, "gone", "running", |t| {
+        statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+    })
+    .await;
+    // Let the reconciles that follow the last status write run out (trigger debounce 100 ms,
+    // expectation recheck 2 s): what this test checks is that nothing but the pod's own watch
+    // event starts the next one, and idleness cannot be watched for.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = uid(&pod_map(&client, "app=gone").await["gone-1"]);
+    pods(&client)
+        .delete("gone-1", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    until_within("gone-1 replaced", Duration::from_secs(10), || async {
+        let m = pod_map(&client, "app=gone").await;
+        m.get("gone-1")
+            .is_some_and(|p| uid(p) != victim)
+            .then_some(())
+    })
+    .await;
+    let _ = &env.server;
+}
+
 fn claims_tapp(name: &str, policy: Option<Value>) -> Value {
     let mut t = json!({
         "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
