@@ -869,16 +869,22 @@ async fn batch_exit_codes_under_each_restart_policy() {
     assert_eq!(now, pods_before);
 }
 
+/// Creates the two-instance `Always` TApp `name` (pods that never exit) and waits until both
+/// instances are Running.
+async fn create_running_service(client: &Client, name: &str) {
+    create(client, batch_tapp(name, "Always", None)).await;
+    tapp_until(client, name, "running", |t| {
+        statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
+    })
+    .await;
+}
+
 /// A completed pod of an `Always` instance (here: evicted, as the kubelet does under node
 /// pressure) is migrated: deleted and created again, on another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_pod_of_an_always_instance_is_migrated() {
     let (env, client, _controller) = running(2).await;
-    create(&client, batch_tapp("svc", "Always", None)).await;
-    tapp_until(&client, "svc", "running", |t| {
-        statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
-    })
-    .await;
+    create_running_service(&client, "svc").await;
     let before = pod_map(&client, "app=svc").await;
     let victim = &before["svc-0"];
     let node = victim
@@ -925,11 +931,7 @@ async fn evicted_pod_of_an_always_instance_is_migrated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_deleted_behind_the_controllers_back_is_replaced_at_once() {
     let (env, client, _controller) = running(1).await;
-    create(&client, batch_tapp("gone", "Always", None)).await;
-    tapp_until(&client, "gone", "running", |t| {
-        statuses(t) == expect_statuses(&[("0", "Running"), ("1", "Running")])
-    })
-    .await;
+    create_running_service(&client, "gone").await;
     // Let the reconciles that follow the last status write run out (trigger debounce 100 ms,
     // expectation recheck 2 s): what this test checks is that nothing but the pod's own watch
     // event starts the next one, and idleness cannot be watched for.
