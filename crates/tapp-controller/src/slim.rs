@@ -299,17 +299,6 @@ impl SlimContainerStatus {
 }
 
 impl SlimPod {
-    /// A pod with only `metadata` (no spec, no status).
-    pub fn from_metadata(mut metadata: ObjectMeta) -> Self {
-        Self {
-            labels: metadata.labels.take().map(Pairs::new),
-            annotations: metadata.annotations.take().map(Pairs::new),
-            metadata,
-            spec: None,
-            status: None,
-        }
-    }
-
     /// A `Pod` holding the kept fields (and nothing else).
     pub fn to_pod(&self) -> Pod {
         let spec = self.spec.as_ref().map(|s| match s {
