@@ -197,7 +197,6 @@ pub(crate) fn serve(api: &Api, ctx: &Ctx) -> ApiResult<Response> {
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(bookmark_interval);
         tick.tick().await;
-        closer.borrow_and_update();
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
