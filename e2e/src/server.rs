@@ -217,6 +217,33 @@ impl Ctx {
     pub fn wants_metadata(&self) -> bool {
         self.accept.contains("as=PartialObjectMetadata")
     }
+    /// Answer reads (get, list, watch) of `info` in protobuf: the client puts
+    /// `application/vnd.kubernetes.protobuf` first in Accept (client-go's typed clients, kubectl),
+    /// wants the objects themselves (no table, no metadata-only) and the kind is built-in with a
+    /// protobuf message. Custom resources stay JSON, as with kube-apiserver.
+    pub fn wants_protobuf(&self, info: &ResourceInfo) -> bool {
+        let first = self.accept.split(',').next().unwrap_or_default();
+        let media = first.split(';').next().unwrap_or_default().trim();
+        media.eq_ignore_ascii_case(PROTOBUF)
+            && !self.wants_table()
+            && !self.wants_metadata()
+            && !info.crd
+            && crate::proto::supports(&info.api_version(), &info.kind)
+            && crate::proto::supports(&info.api_version(), &info.list_kind())
+    }
+}
+
+/// The Kubernetes protobuf media type.
+pub(crate) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// A 200 answer with a protobuf body.
+fn protobuf_ok(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, PROTOBUF)],
+        body,
+    )
+        .into_response()
 }
 
 enum Route {
@@ -626,6 +653,13 @@ impl Api {
                         &[],
                     ));
                 }
+                if ctx.wants_protobuf(&self.info) {
+                    // JSON (the client accepts it too) for what cannot be encoded
+                    match crate::proto::encode(&self.present(&obj)) {
+                        Ok(b) => return Ok(protobuf_ok(b)),
+                        Err(e) => tracing::warn!("protobuf encoding failed, answering JSON: {e}"),
+                    }
+                }
                 Ok(self.object_response(ctx, StatusCode::OK, &obj, &[]))
             }
             ("GET", Some(n), Some(s)) if s == "scale" => {
@@ -879,8 +913,30 @@ impl Api {
                 &[],
             ));
         }
-        // serialize items straight from storage (no clones for the common case)
         let av = self.info.api_version();
+        if ctx.wants_protobuf(&self.info) {
+            let items: Vec<std::borrow::Cow<'_, Value>> = matched
+                .iter()
+                .map(|o| {
+                    if o.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
+                        std::borrow::Cow::Borrowed(&**o)
+                    } else {
+                        std::borrow::Cow::Owned(self.present(o))
+                    }
+                })
+                .collect();
+            let encoded = crate::proto::encode_list(
+                &av,
+                &self.info.list_kind(),
+                &meta,
+                items.iter().map(|o| &**o),
+            );
+            match encoded {
+                Ok(b) => return Ok(protobuf_ok(b)),
+                Err(e) => tracing::warn!("protobuf encoding failed, answering JSON: {e}"),
+            }
+        }
+        // serialize items straight from storage (no clones for the common case)
         let mut buf = Vec::with_capacity(256 + matched.len() * 512);
         buf.extend_from_slice(b"{\"apiVersion\":");
         buf.extend_from_slice(&serde_json::to_vec(&av).unwrap_or_default());

@@ -50,6 +50,7 @@ pub struct StoredEvent {
     pub prev: Option<Arc<Value>>,
     json: OnceLock<Bytes>,
     line: OnceLock<Bytes>,
+    line_proto: OnceLock<Result<Bytes, String>>,
 }
 
 impl StoredEvent {
@@ -66,6 +67,16 @@ impl StoredEvent {
                 v.extend_from_slice(&obj);
                 v.extend_from_slice(b"}\n");
                 Bytes::from(v)
+            })
+            .clone()
+    }
+
+    /// The whole protobuf watch frame (length + WatchEvent, see [`crate::proto::watch_frame`])
+    /// with this event's own type, cached like [`Self::line_json`] for all protobuf watchers.
+    pub fn line_proto(&self) -> Result<Bytes, String> {
+        self.line_proto
+            .get_or_init(|| {
+                crate::proto::watch_frame(self.kind.as_str(), &self.obj).map(Bytes::from)
             })
             .clone()
     }
@@ -465,6 +476,7 @@ impl Store {
                         prev: None,
                         json: OnceLock::new(),
                         line: OnceLock::new(),
+                        line_proto: OnceLock::new(),
                     })
                 })
                 .collect();
@@ -601,6 +613,7 @@ impl Inner {
                 prev,
                 json: OnceLock::new(),
                 line: OnceLock::new(),
+                line_proto: OnceLock::new(),
             },
         );
         obj
@@ -652,6 +665,7 @@ impl Inner {
                 prev: Some(cur),
                 json: OnceLock::new(),
                 line: OnceLock::new(),
+                line_proto: OnceLock::new(),
             },
         );
         Some(last)

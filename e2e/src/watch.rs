@@ -1,5 +1,6 @@
-//! Watch streams: newline-delimited JSON events with bookmarks, timeouts, selectors and 410 on
-//! expired resourceVersions.
+//! Watch streams: newline-delimited JSON events (or length-prefixed protobuf WatchEvent frames
+//! for clients that ask for protobuf) with bookmarks, timeouts, selectors and 410 on expired
+//! resourceVersions.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,10 +52,15 @@ struct Encoder {
     table: bool,
     /// Objects as PartialObjectMetadata (`as=PartialObjectMetadata`).
     metadata_only: bool,
+    /// Protobuf frames instead of JSON lines.
+    proto: bool,
 }
 
 impl Encoder {
     fn event(&self, ty: &str, ev: &StoredEvent) -> Bytes {
+        if self.proto {
+            return self.event_proto(ty, ev);
+        }
         if !self.table
             && !self.metadata_only
             && ty == ev.kind.as_str()
@@ -95,7 +101,34 @@ impl Encoder {
         buf.freeze()
     }
 
+    fn event_proto(&self, ty: &str, ev: &StoredEvent) -> Bytes {
+        let same_version =
+            ev.obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str());
+        let frame = if ty == ev.kind.as_str() && same_version {
+            ev.line_proto()
+        } else if same_version {
+            crate::proto::watch_frame(ty, &ev.obj).map(Bytes::from)
+        } else if self.info.is_new_events() {
+            crate::proto::watch_frame(ty, &crate::convert::event_from_core(&ev.obj))
+                .map(Bytes::from)
+        } else {
+            let mut o = (*ev.obj).clone();
+            o["apiVersion"] = json!(self.api_version);
+            crate::proto::watch_frame(ty, &o).map(Bytes::from)
+        };
+        frame.unwrap_or_else(|e| {
+            // the stream is protobuf already: tell the client instead of skipping the event
+            let err = ApiError::internal(format!("encoding the watch event: {e}"));
+            self.raw("ERROR", &err.to_status())
+        })
+    }
+
     fn raw(&self, ty: &str, obj: &Value) -> Bytes {
+        if self.proto {
+            return crate::proto::watch_frame(ty, obj)
+                .map(Bytes::from)
+                .unwrap_or_default();
+        }
         // "type" first, as kube-apiserver writes it: clients decode the object in place.
         let mut v = format!("{{\"type\":\"{ty}\",\"object\":").into_bytes();
         v.extend_from_slice(&serde_json::to_vec(obj).unwrap_or_default());
@@ -165,6 +198,12 @@ pub(crate) fn serve(api: &Api, ctx: &Ctx) -> ApiResult<Response> {
         api_version: api.info.api_version(),
         table: ctx.wants_table(),
         metadata_only: ctx.wants_metadata(),
+        proto: ctx.wants_protobuf(&api.info),
+    };
+    let content_type = if enc.proto {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
     };
     let shared = api.shared.clone();
     let gr = api.info.gr();
@@ -274,7 +313,7 @@ pub(crate) fn serve(api: &Api, ctx: &Ctx) -> ApiResult<Response> {
     let body = Body::from_stream(stream);
     Response::builder()
         .status(200)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, content_type)
         .header("Transfer-Encoding", "chunked")
         .body(body)
         .map_err(|e| ApiError::internal(e.to_string()))

@@ -28,8 +28,9 @@ def resolve(modpath, rust_type):
 out = []
 for g in groups:
     src = open(os.path.join(root, g, "mod.rs")).read()
-    for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", src, re.S):
-        name, body = m.group(1), m.group(2)
+    # an empty struct is written `pub struct X {}` on one line
+    for m in re.finditer(r"pub struct (\w+) \{(?:\}|(.*?)\n\})", src, re.S):
+        name, body = m.group(1), m.group(2) or ""
         out.append("M " + openapi_name(g, name))
         lines = [l.strip() for l in body.split("\n") if not l.strip().startswith("//")]
         flat = " ".join(lines).replace("< ", "<").replace(", >", ">").replace(" >", ">")

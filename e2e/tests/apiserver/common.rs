@@ -153,6 +153,39 @@ pub async fn get(srv: &ApiServer, path: &str) -> (StatusCode, Value) {
     (s, v)
 }
 
+/// Reads a watch (`path` with `?watch=true...`, asked for as `accept`) until `until` holds
+/// of the events `decode` splits off the bytes read so far: (headers, events, bytes left).
+pub async fn read_watch_as<T>(
+    srv: &ApiServer,
+    path: &str,
+    accept: &str,
+    until: impl Fn(&[T]) -> bool,
+    mut decode: impl FnMut(&mut Vec<u8>) -> Vec<T>,
+) -> (http::HeaderMap, Vec<T>, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let req = Request::builder()
+        .uri(path)
+        .header("accept", accept)
+        .body(Body::empty())
+        .unwrap();
+    let resp = srv.router().oneshot(req).await.unwrap();
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let (mut buf, mut events) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !until(&events) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("watch event in time");
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame.unwrap().into_data() {
+            buf.extend_from_slice(&data);
+        }
+        events.extend(decode(&mut buf));
+    }
+    (headers, events, buf)
+}
+
 pub async fn install_crd(srv: &ApiServer) {
     let (s, v) = post(
         srv,

@@ -621,3 +621,109 @@ async fn kubectl_describe_shows_events_recorded_by_kube_runtime() {
     assert_eq!(v["items"][0]["regarding"]["name"], "w1");
     assert_eq!(v["items"][0]["note"], "all widgets polished");
 }
+
+/// kubectl's typed reads (describe) get protobuf, decoded by client-go itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_typed_reads_decode_protobuf_responses() {
+    let (srv, _running, k) = start_tcp().await;
+    k.ok(&["create", "configmap", "settings", "--from-literal=a=1"])
+        .await;
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ])
+    .await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rich", "labels": {"app": "rich"}, "annotations": {"note": "n"}},
+    "spec": {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30}],
+        "initContainers": [{"name": "init", "image": "busybox:1", "command": ["sh", "-c", "true"]}],
+        "containers": [{
+            "name": "app", "image": "nginx:1.27",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "env": [{"name": "MODE", "value": "prod"},
+                    {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "a"}}}],
+            "envFrom": [{"configMapRef": {"name": "settings"}}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 7},
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+            "startupProbe": {"exec": {"command": ["cat", "/tmp/ok"]}},
+            "volumeMounts": [{"name": "conf", "mountPath": "/etc/conf", "readOnly": true},
+                             {"name": "info", "mountPath": "/etc/info"}]
+        }],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": "settings"}},
+            {"name": "sec", "secret": {"secretName": "creds"}},
+            {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}
+        ]
+    }});
+    k.ok_stdin(&["apply", "-f", "-"], &pod.to_string()).await;
+    let (_, p) = get(&srv, "/api/v1/namespaces/default/pods/rich").await;
+    let uid = p["metadata"]["uid"].clone();
+    let (s, v) = post(&srv, "/api/v1/namespaces/default/events", json!({
+        "metadata": {"name": "rich.1"},
+        "involvedObject": {"kind": "Pod", "name": "rich", "namespace": "default", "apiVersion": "v1", "uid": uid},
+        "reason": "Pulled", "message": "image pulled in 1s", "type": "Normal", "count": 2,
+        "firstTimestamp": "2024-01-01T00:00:00Z", "lastTimestamp": "2024-01-01T00:01:00Z",
+        "source": {"component": "kubelet"}})).await;
+    assert_eq!(s, http::StatusCode::CREATED, "{v}");
+    let out = k.run(&["describe", "pod", "rich", "-v=8"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("application/vnd.kubernetes.protobuf"),
+        "kubectl did not ask for protobuf: {stderr}"
+    );
+    for want in [
+        "nginx:1.27",
+        ":8080/healthz delay=0s",
+        "period=7s",
+        ":http/ready",
+        "exec [cat /tmp/ok]",
+        "100m",
+        "128Mi",
+        "memory:  1Gi",
+        "(x2 over",
+        "MODE:  prod",
+        "<set to the key 'password' in secret 'creds'>",
+        "<set to the key 'a' of config map 'settings'>",
+        "ConfigMap  Optional: false",
+        "/etc/conf from conf (ro)",
+        "ConfigMap (a volume populated by a ConfigMap)",
+        "metadata.labels -> labels",
+        "SecretName:  creds",
+        "DownwardAPI",
+        "SizeLimit:   1Gi",
+        "disk=ssd",
+        "k:NoSchedule op=Exists for 30s",
+        "image pulled in 1s",
+        "Pulled",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+    ])
+    .await;
+    let out = k.ok(&["describe", "deployment", "web"]).await;
+    assert!(
+        out.contains("2 desired") && out.contains("Selector:           app=web"),
+        "{out}"
+    );
+    let out = k.ok(&["describe", "secret", "creds"]).await;
+    assert!(out.contains("password:  6 bytes"), "{out}");
+    let out = k.ok(&["describe", "configmap", "settings"]).await;
+    assert!(out.contains("a:") && out.contains('1'), "{out}");
+}

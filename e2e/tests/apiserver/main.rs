@@ -4,5 +4,6 @@
 
 mod common;
 mod kubectl;
+mod protobuf;
 mod runtime;
 mod semantics;

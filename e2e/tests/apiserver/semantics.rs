@@ -703,31 +703,17 @@ async fn read_watch(
     path: &str,
     until: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let req = http::Request::builder()
-        .uri(path)
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let resp = srv.router().oneshot(req).await.unwrap();
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !until(&events) {
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .expect("watch event in time");
-        let Some(frame) = frame else { break };
-        if let Ok(data) = frame.unwrap().into_data() {
-            buf.extend_from_slice(&data);
-        }
+    let lines = |buf: &mut Vec<u8>| {
+        let mut events = Vec::new();
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             events.push(serde_json::from_slice(&line).unwrap());
         }
-    }
-    events
+        events
+    };
+    read_watch_as(srv, path, "application/json", until, lines)
+        .await
+        .1
 }
 
 #[tokio::test]
