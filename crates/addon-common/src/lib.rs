@@ -9,6 +9,8 @@
 //! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
 //!   certificates (from a mounted Secret, or self-managed in a shared Secret);
+//! - [`protowire`]: reading Kubernetes' protobuf encoding (objects, watch frames) field by
+//!   field, for controllers that decode a few fields of large objects;
 //! - [`writes`]: creates and patches that decode only the response's resourceVersion;
 //! - [`wakeups`]: wake-up coalescing for a busy controller's async runtime.
 //!
@@ -24,6 +26,7 @@ mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod protowire;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;

@@ -127,9 +127,10 @@ pub async fn run(
     let (relists, relist_signals) = Relists::channel();
     let pods = OwnerIndex::new();
     let pod_index = pods.clone();
-    let pod_stream = watcher(
-        api_of::<SlimPod>(&client, ns),
-        watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
+    let pod_stream = crate::podwatch::watch_pods(
+        client.clone(),
+        ns,
+        addon_common::api::tapp::INSTANCE_ID_LABEL,
     )
     .default_backoff()
     .map(move |event| event.map(|e| pod_index.apply_watcher_event(e)));

@@ -5,7 +5,8 @@
 //! - [`validate`] and [`webhook`]: the validating admission webhook (its HTTPS and
 //!   certificates are `addon_common::webhook`);
 //! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers;
-//! - [`index`] and [`slim`]: the pod cache (by owner) and the slim pods it holds.
+//! - [`index`] and [`slim`]: the pod cache (by owner) and the slim pods it holds;
+//! - [`podwatch`]: the pod list+watch, in protobuf where the API server serves it.
 
 pub mod controller;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod pods;
+pub mod podwatch;
 pub mod slim;
 pub mod validate;
 pub mod webhook;

@@ -39,6 +39,10 @@ use addon_common::api::tapp::IN_PLACE_UPDATE_READY_CONDITION;
 use crate::hash::labels_have_own_hashes;
 use crate::pods::PodView;
 
+mod proto;
+
+pub use proto::FromProtobuf;
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A pod as the controller caches it (see the module documentation).
@@ -742,6 +746,79 @@ mod tests {
             read_fields(&slim.to_pod()),
             read_fields(&from_ordered.to_pod())
         );
+    }
+
+    /// The pod in the emulator's protobuf encoding (the wire format of kube-apiserver).
+    fn protobuf(v: &Value) -> FromProtobuf {
+        let bytes = e2e::proto::encode(v).expect("encode");
+        let env = addon_common::protowire::envelope(&bytes).expect("envelope");
+        assert_eq!((env.api_version, env.kind), ("v1", "Pod"));
+        SlimPod::from_protobuf(env.raw).expect("decode")
+    }
+
+    #[test]
+    fn protobuf_keeps_what_json_keeps() {
+        let v = wire(own_labels());
+        let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
+        let FromProtobuf::Complete(from_proto) = protobuf(&v) else {
+            panic!("our pod is complete");
+        };
+        assert_eq!(format!("{from_proto:?}"), format!("{from_json:?}"));
+        assert_eq!(view(&from_proto), view(&from_json));
+        assert_eq!(from_proto.conditions().len(), 2, "Ready and the gate only");
+        assert!(from_proto.annotation(LAST_APPLIED).is_none());
+
+        // a pod with nothing but a name, and one being deleted with a grace period
+        let bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let FromProtobuf::Complete(p) = protobuf(&bare) else {
+            panic!("no spec: nothing to read whole");
+        };
+        let j: SlimPod = serde_json::from_value(bare).expect("json");
+        assert_eq!(format!("{p:?}"), format!("{j:?}"));
+    }
+
+    #[test]
+    fn protobuf_pods_of_the_go_controller_need_their_whole_spec() {
+        let go = json!({TEMPLATE_HASH_LABEL: "5d8f", UNIQ_HASH_LABEL: "77c9",
+                        "tapp_instance_key": "0"});
+        let v = wire(go);
+        let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
+        assert!(from_json.has_full_spec());
+        let FromProtobuf::NeedsWholeSpec(from_proto) = protobuf(&v) else {
+            panic!("a foreign pod needs its whole spec");
+        };
+        // all but the spec is kept as from JSON
+        assert_eq!(
+            format!(
+                "{:?}",
+                (
+                    &from_proto.metadata,
+                    &from_proto.labels,
+                    &from_proto.annotations,
+                    &from_proto.status
+                )
+            ),
+            format!(
+                "{:?}",
+                (
+                    &from_json.metadata,
+                    &from_json.labels,
+                    &from_json.annotations,
+                    &from_json.status
+                )
+            ),
+        );
+    }
+
+    #[test]
+    fn malformed_protobuf_is_an_error() {
+        let bytes = e2e::proto::encode(&wire(own_labels())).expect("encode");
+        let env = addon_common::protowire::envelope(&bytes).expect("envelope");
+        let cut = &env.raw[..env.raw.len() - 3];
+        assert!(SlimPod::from_protobuf(cut).is_err());
+        // a string field holding invalid UTF-8: field 1 of metadata (name)
+        let bad = [0x0a, 0x03, 0x0a, 0x01, 0xff];
+        assert!(SlimPod::from_protobuf(&bad).is_err());
     }
 
     #[test]
