@@ -66,6 +66,15 @@ impl Pairs {
         Self(map.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
+    /// Pairs from entries in any order, the last of equal keys winning (as in a map).
+    fn from_entries(mut entries: Vec<(Box<str>, Box<str>)>) -> Self {
+        entries.reverse();
+        // stable: of equal keys the last entry (now first) stays
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, first| later.0 == first.0);
+        Self(entries.into_boxed_slice())
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.0
             .binary_search_by(|(k, _)| (**k).cmp(key))
@@ -808,6 +817,15 @@ mod tests {
                 )
             ),
         );
+    }
+
+    #[test]
+    fn pairs_from_map_entries_are_sorted_and_the_last_of_a_key_wins() {
+        let e = |k: &str, v: &str| (Box::<str>::from(k), Box::<str>::from(v));
+        let p = Pairs::from_entries(vec![e("b", "1"), e("a", "1"), e("b", "2"), e("c", "1")]);
+        let keys: Vec<_> = p.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(keys, ["a=1", "b=2", "c=1"]);
+        assert_eq!(p.get("b"), Some("2"));
     }
 
     #[test]

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use addon_common::protowire::{Fields, WireError, map_entry, time};
 use k8s_openapi::api::core::v1::{PodCondition, ResourceClaim, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 
 use super::{
-    IN_PLACE_UPDATE_READY_CONDITION, SlimContainer, SlimContainerStatus, SlimMeta, SlimPod,
-    SlimSpec, SlimStatus, SpecView, labels_have_own_hashes,
+    IN_PLACE_UPDATE_READY_CONDITION, LAST_APPLIED, Pairs, SlimContainer, SlimContainerStatus,
+    SlimPod, SlimSpec, SlimStatus, SpecView,
 };
+use crate::hash::has_own_hashes;
 
 /// A pod decoded from protobuf.
 #[derive(Debug)]
@@ -40,9 +41,7 @@ impl SlimPod {
                 _ => {}
             }
         }
-        let meta = meta.unwrap_or_default();
-        let ours = labels_have_own_hashes(meta.labels.as_ref());
-        let (metadata, labels, annotations) = meta.split();
+        let (metadata, labels, annotations) = meta.unwrap_or_default();
         let pod = SlimPod {
             metadata,
             labels,
@@ -50,7 +49,7 @@ impl SlimPod {
             spec: spec.map(SpecView::Slim),
             status,
         };
-        Ok(if ours || pod.spec.is_none() {
+        Ok(if has_own_hashes(&pod) || pod.spec.is_none() {
             FromProtobuf::Complete(pod)
         } else {
             FromProtobuf::NeedsWholeSpec(pod)
@@ -73,22 +72,35 @@ fn timestamp(msg: &[u8]) -> Result<Option<Time>, WireError> {
         .transpose()
 }
 
-fn insert_pair(map: &mut Option<BTreeMap<String, String>>, entry: &[u8]) -> Result<(), WireError> {
+/// How many times each of `numbers` occurs in `msg`: lists are allocated at their size (a
+/// list grown by pushes and shrunk to fit costs two reallocations, which showed in profiles).
+fn counts<const N: usize>(msg: &[u8], numbers: [u32; N]) -> Result<[usize; N], WireError> {
+    let mut out = [0; N];
+    for field in Fields::new(msg) {
+        let (n, _) = field?;
+        if let Some(i) = numbers.iter().position(|m| *m == n) {
+            out[i] += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A map entry of strings as a pair.
+fn pair(entry: &[u8]) -> Result<(Box<str>, Box<str>), WireError> {
     let (key, value) = map_entry(entry)?;
     let value = value.map(|v| v.str()).transpose()?.unwrap_or_default();
-    map.get_or_insert_with(BTreeMap::new)
-        .insert(key.to_owned(), value.to_owned());
-    Ok(())
+    Ok((key.into(), value.into()))
 }
 
-fn shrink<T>(list: &mut Option<Vec<T>>) {
-    if let Some(l) = list.as_mut() {
-        l.shrink_to_fit();
-    }
-}
-
-fn read_meta(msg: &[u8]) -> Result<SlimMeta, WireError> {
-    let mut m = SlimMeta::default();
+/// The kept metadata, labels and annotations (less the last-applied configuration), as
+/// [`super::SlimMeta::split`] gives them from JSON.
+fn read_meta(msg: &[u8]) -> Result<(ObjectMeta, Option<Pairs>, Option<Pairs>), WireError> {
+    let [n_labels, n_annotations, n_owners, n_finalizers] = counts(msg, [11, 12, 13, 14])?;
+    let mut m = ObjectMeta::default();
+    let mut labels = Vec::with_capacity(n_labels);
+    let mut annotations = Vec::with_capacity(n_annotations);
+    let mut owners = Vec::with_capacity(n_owners);
+    let mut finalizers = Vec::with_capacity(n_finalizers);
     for field in Fields::new(msg) {
         match field? {
             (1, w) => m.name = text(w.str()?),
@@ -99,22 +111,25 @@ fn read_meta(msg: &[u8]) -> Result<SlimMeta, WireError> {
             (8, w) => m.creation_timestamp = timestamp(w.bytes()?)?,
             (9, w) => m.deletion_timestamp = timestamp(w.bytes()?)?,
             (10, w) => m.deletion_grace_period_seconds = Some(w.int()?),
-            (11, w) => insert_pair(&mut m.labels, w.bytes()?)?,
-            (12, w) => insert_pair(&mut m.annotations, w.bytes()?)?,
-            (13, w) => m
-                .owner_references
-                .get_or_insert_with(Vec::new)
-                .push(read_owner(w.bytes()?)?),
-            (14, w) => m
-                .finalizers
-                .get_or_insert_with(Vec::new)
-                .push(w.str()?.to_owned()),
+            (11, w) => labels.push(pair(w.bytes()?)?),
+            (12, w) => {
+                let (k, v) = pair(w.bytes()?)?;
+                if &*k != LAST_APPLIED {
+                    annotations.push((k, v));
+                }
+            }
+            (13, w) => owners.push(read_owner(w.bytes()?)?),
+            (14, w) => finalizers.push(w.str()?.to_owned()),
             _ => {}
         }
     }
-    shrink(&mut m.owner_references);
-    shrink(&mut m.finalizers);
-    Ok(m)
+    m.owner_references = (n_owners > 0).then_some(owners);
+    m.finalizers = (n_finalizers > 0).then_some(finalizers);
+    Ok((
+        m,
+        (n_labels > 0).then(|| Pairs::from_entries(labels)),
+        (n_annotations > 0).then(|| Pairs::from_entries(annotations)),
+    ))
 }
 
 fn read_owner(msg: &[u8]) -> Result<OwnerReference, WireError> {
@@ -134,22 +149,22 @@ fn read_owner(msg: &[u8]) -> Result<OwnerReference, WireError> {
 }
 
 fn read_spec(msg: &[u8]) -> Result<SlimSpec, WireError> {
-    let mut s = SlimSpec::default();
-    let mut init: Option<Vec<SlimContainer>> = None;
+    let [n_containers, n_init] = counts(msg, [2, 20])?;
+    let mut s = SlimSpec {
+        containers: Vec::with_capacity(n_containers),
+        ..SlimSpec::default()
+    };
+    let mut init = Vec::with_capacity(n_init);
     for field in Fields::new(msg) {
         match field? {
             (2, w) => s.containers.push(read_container(w.bytes()?)?),
             (3, w) => s.restart_policy = text(w.str()?),
             (10, w) => s.node_name = text(w.str()?),
-            (20, w) => init
-                .get_or_insert_with(Vec::new)
-                .push(read_container(w.bytes()?)?),
+            (20, w) => init.push(read_container(w.bytes()?)?),
             _ => {}
         }
     }
-    s.containers.shrink_to_fit();
-    shrink(&mut init);
-    s.init_containers = init;
+    s.init_containers = (n_init > 0).then_some(init);
     Ok(s)
 }
 
@@ -207,31 +222,30 @@ fn read_resources(msg: &[u8]) -> Result<ResourceRequirements, WireError> {
 }
 
 fn read_status(msg: &[u8]) -> Result<SlimStatus, WireError> {
+    let [n_conditions, n_statuses, n_init] = counts(msg, [2, 8, 10])?;
     let mut s = SlimStatus::default();
+    // at most two are kept: Ready and the in-place gate
+    let mut conditions = Vec::with_capacity(n_conditions.min(2));
+    let mut statuses = Vec::with_capacity(n_statuses);
+    let mut init = Vec::with_capacity(n_init);
     for field in Fields::new(msg) {
         match field? {
             (1, w) => s.phase = text(w.str()?),
             (2, w) => {
-                let kept = s.conditions.get_or_insert_with(Vec::new);
                 if let Some(c) = read_condition(w.bytes()?)? {
-                    kept.push(c);
+                    conditions.push(c);
                 }
             }
             (4, w) => s.reason = text(w.str()?),
-            (8, w) => s
-                .container_statuses
-                .get_or_insert_with(Vec::new)
-                .push(read_container_status(w.bytes()?)?),
-            (10, w) => s
-                .init_container_statuses
-                .get_or_insert_with(Vec::new)
-                .push(read_container_status(w.bytes()?)?),
+            (8, w) => statuses.push(read_container_status(w.bytes()?)?),
+            (10, w) => init.push(read_container_status(w.bytes()?)?),
             _ => {}
         }
     }
-    shrink(&mut s.conditions);
-    shrink(&mut s.container_statuses);
-    shrink(&mut s.init_container_statuses);
+    conditions.shrink_to_fit();
+    s.conditions = (n_conditions > 0).then_some(conditions);
+    s.container_statuses = (n_statuses > 0).then_some(statuses);
+    s.init_container_statuses = (n_init > 0).then_some(init);
     Ok(s)
 }
 
