@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use addon_common::protowire::{self, Fields, Wire};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
@@ -182,98 +183,36 @@ fn descriptors() -> &'static Descriptors {
     })
 }
 
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed64(u64),
-    Fixed32,
+/// The fields of a message, in wire order; a malformed message ends early (the decoder is
+/// lenient: what it cannot read is left out of the JSON).
+fn fields(msg: &[u8]) -> impl Iterator<Item = (u32, Wire<'_>)> {
+    Fields::new(msg).map_while(Result::ok)
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos)?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
-
-    fn next(&mut self) -> Option<(u64, Field<'a>)> {
-        if self.pos >= self.buf.len() {
-            return None;
-        }
-        let tag = self.varint()?;
-        let f = match tag & 7 {
-            0 => Field::Varint(self.varint()?),
-            1 => Field::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().ok()?)),
-            2 => {
-                let len = usize::try_from(self.varint()?).ok()?;
-                Field::Bytes(self.take(len)?)
-            }
-            5 => {
-                self.take(4)?;
-                Field::Fixed32
-            }
-            _ => return None,
-        };
-        Some((tag >> 3, f))
-    }
-}
-
-fn scalar(kind: Kind, f: &Field<'_>) -> Value {
+fn scalar(kind: Kind, f: &Wire<'_>) -> Value {
     match (kind, f) {
-        (Kind::String, Field::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        (Kind::Bytes, Field::Bytes(b)) => {
+        (Kind::String, Wire::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        (Kind::Bytes, Wire::Bytes(b)) => {
             json!(base64::engine::general_purpose::STANDARD.encode(b))
         }
-        (Kind::Int32, Field::Varint(v)) => json!(*v as i64 as i32),
-        (Kind::Int64, Field::Varint(v)) => json!(*v as i64),
-        (Kind::Bool, Field::Varint(v)) => json!(*v != 0),
-        (Kind::Double, Field::Fixed64(v)) => json!(f64::from_bits(*v)),
+        (Kind::Int32, Wire::Varint(v)) => json!(*v as i64 as i32),
+        (Kind::Int64, Wire::Varint(v)) => json!(*v as i64),
+        (Kind::Bool, Wire::Varint(v)) => json!(*v != 0),
+        (Kind::Double, Wire::Fixed64(v)) => json!(f64::from_bits(*v)),
         _ => Value::Null,
     }
 }
 
 fn time(b: &[u8], micro: bool) -> Value {
-    let mut r = Reader::new(b);
-    let (mut secs, mut nanos) = (0i64, 0u32);
-    while let Some((n, f)) = r.next() {
-        match (n, f) {
-            (1, Field::Varint(v)) => secs = v as i64,
-            (2, Field::Varint(v)) => nanos = v as u32,
-            _ => {}
-        }
-    }
-    if secs == 0 && nanos == 0 {
+    let Ok(Some((secs, nanos))) = protowire::time(b) else {
         return Value::Null;
-    }
+    };
     let fmt = if micro {
         chrono::SecondsFormat::Micros
     } else {
         chrono::SecondsFormat::Secs
     };
-    chrono::DateTime::from_timestamp(secs, nanos)
+    chrono::DateTime::from_timestamp(secs, nanos as u32)
         .map(|t| json!(t.to_rfc3339_opts(fmt, true)))
         .unwrap_or(Value::Null)
 }
@@ -286,18 +225,17 @@ const SCHEMA_PROPS: &str =
 fn decode_union(name: &str, b: &[u8]) -> Value {
     let short = name.rsplit('.').next().unwrap_or_default();
     let (mut schema, mut list, mut allows) = (None, Vec::new(), false);
-    let mut r = Reader::new(b);
-    while let Some((n, f)) = r.next() {
+    for (n, f) in fields(b) {
         match (short, n, f) {
-            ("ExtraValue", 1, Field::Bytes(x))
-            | ("JsonSchemaPropsOrStringArray", 2, Field::Bytes(x)) => {
+            ("ExtraValue", 1, Wire::Bytes(x))
+            | ("JsonSchemaPropsOrStringArray", 2, Wire::Bytes(x)) => {
                 list.push(json!(String::from_utf8_lossy(x)))
             }
-            ("JsonSchemaPropsOrArray", 2, Field::Bytes(x)) => {
+            ("JsonSchemaPropsOrArray", 2, Wire::Bytes(x)) => {
                 list.push(decode_message(SCHEMA_PROPS, x))
             }
-            ("JsonSchemaPropsOrBool", 1, Field::Varint(v)) => allows = v != 0,
-            ("JsonSchemaPropsOrBool", 2, Field::Bytes(x)) | (_, 1, Field::Bytes(x)) => {
+            ("JsonSchemaPropsOrBool", 1, Wire::Varint(v)) => allows = v != 0,
+            ("JsonSchemaPropsOrBool", 2, Wire::Bytes(x)) | (_, 1, Wire::Bytes(x)) => {
                 schema = Some(decode_message(SCHEMA_PROPS, x))
             }
             _ => {}
@@ -352,22 +290,20 @@ fn decode_message(name: &str, b: &[u8]) -> Value {
         "io.k8s.apimachinery.pkg.apis.meta.v1.Time" => return time(b, false),
         "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime" => return time(b, true),
         "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => {
-            let mut r = Reader::new(b);
             let (mut ty, mut i, mut s) = (0u64, 0i64, String::new());
-            while let Some((n, f)) = r.next() {
+            for (n, f) in fields(b) {
                 match (n, f) {
-                    (1, Field::Varint(v)) => ty = v,
-                    (2, Field::Varint(v)) => i = v as i64 as i32 as i64,
-                    (3, Field::Bytes(x)) => s = String::from_utf8_lossy(x).into_owned(),
+                    (1, Wire::Varint(v)) => ty = v,
+                    (2, Wire::Varint(v)) => i = v as i64 as i32 as i64,
+                    (3, Wire::Bytes(x)) => s = String::from_utf8_lossy(x).into_owned(),
                     _ => {}
                 }
             }
             return if ty == 1 { json!(s) } else { json!(i) };
         }
         "io.k8s.apimachinery.pkg.api.resource.Quantity" => {
-            let mut r = Reader::new(b);
-            while let Some((n, f)) = r.next() {
-                if let (1, Field::Bytes(x)) = (n, f) {
+            for (n, f) in fields(b) {
+                if let (1, Wire::Bytes(x)) = (n, f) {
                     return Value::String(String::from_utf8_lossy(x).into_owned());
                 }
             }
@@ -376,9 +312,8 @@ fn decode_message(name: &str, b: &[u8]) -> Value {
         "io.k8s.apimachinery.pkg.runtime.RawExtension"
         | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1"
         | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.Json" => {
-            let mut r = Reader::new(b);
-            while let Some((n, f)) = r.next() {
-                if let (1, Field::Bytes(x)) = (n, f) {
+            for (n, f) in fields(b) {
+                if let (1, Wire::Bytes(x)) = (n, f) {
                     return serde_json::from_slice(x).unwrap_or(Value::Null);
                 }
             }
@@ -390,9 +325,8 @@ fn decode_message(name: &str, b: &[u8]) -> Value {
         | "io.k8s.api.authentication.v1.ExtraValue"
         | "io.k8s.api.authorization.v1.ExtraValue" => return decode_union(name, b),
         "io.k8s.apimachinery.pkg.apis.meta.v1.Duration" => {
-            let mut r = Reader::new(b);
-            while let Some((n, f)) = r.next() {
-                if let (1, Field::Varint(v)) = (n, f) {
+            for (n, f) in fields(b) {
+                if let (1, Wire::Varint(v)) = (n, f) {
                     return json!(format!("{}s", (v as i64) as f64 / 1e9));
                 }
             }
@@ -402,19 +336,17 @@ fn decode_message(name: &str, b: &[u8]) -> Value {
     }
     let descs = descriptors().get(name);
     let mut out = Map::new();
-    let mut r = Reader::new(b);
-    while let Some((n, f)) = r.next() {
-        let Some(fd) = descs.and_then(|d| d.get(&n)) else {
+    for (n, f) in fields(b) {
+        let Some(fd) = descs.and_then(|d| d.get(&u64::from(n))) else {
             continue;
         };
         if fd.map {
-            let Field::Bytes(entry) = f else { continue };
-            let mut er = Reader::new(entry);
+            let Wire::Bytes(entry) = f else { continue };
             let (mut k, mut v) = (String::new(), Value::Null);
-            while let Some((en, ef)) = er.next() {
+            for (en, ef) in fields(entry) {
                 match (en, &ef) {
-                    (1, Field::Bytes(x)) => k = String::from_utf8_lossy(x).into_owned(),
-                    (2, Field::Bytes(x)) if fd.kind == Kind::Message => {
+                    (1, Wire::Bytes(x)) => k = String::from_utf8_lossy(x).into_owned(),
+                    (2, Wire::Bytes(x)) if fd.kind == Kind::Message => {
                         v = decode_message(&fd.msg, x)
                     }
                     (2, _) => v = scalar(fd.kind, &ef),
@@ -431,7 +363,7 @@ fn decode_message(name: &str, b: &[u8]) -> Value {
             continue;
         }
         let v = match (&f, fd.kind) {
-            (Field::Bytes(x), Kind::Message) => decode_message(&fd.msg, x),
+            (Wire::Bytes(x), Kind::Message) => decode_message(&fd.msg, x),
             _ => scalar(fd.kind, &f),
         };
         if fd.inline {
@@ -472,31 +404,12 @@ fn definition(api_version: &str, kind: &str) -> String {
 
 /// Decode a protobuf body (`k8s\0` + runtime.Unknown) into JSON.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let rest = body
-        .strip_prefix(b"k8s\x00")
-        .ok_or("missing protobuf magic")?;
-    let mut r = Reader::new(rest);
-    let (mut api_version, mut kind, mut raw): (String, String, &[u8]) =
-        (String::new(), String::new(), &[]);
-    while let Some((n, f)) = r.next() {
-        match (n, f) {
-            (1, Field::Bytes(tm)) => {
-                let mut t = Reader::new(tm);
-                while let Some((n, f)) = t.next() {
-                    match (n, f) {
-                        (1, Field::Bytes(x)) => {
-                            api_version = String::from_utf8_lossy(x).into_owned()
-                        }
-                        (2, Field::Bytes(x)) => kind = String::from_utf8_lossy(x).into_owned(),
-                        _ => {}
-                    }
-                }
-            }
-            (2, Field::Bytes(x)) => raw = x,
-            _ => {}
-        }
-    }
-    let def = definition(&api_version, &kind);
+    let protowire::Envelope {
+        api_version,
+        kind,
+        raw,
+    } = protowire::envelope(body).map_err(|e| e.to_string())?;
+    let def = definition(api_version, kind);
     if !descriptors().contains_key(&def) {
         return Err(format!(
             "protobuf bodies of {api_version}/{kind} are not supported by the emulator; send JSON"
@@ -869,31 +782,15 @@ pub fn watch_frame(event_type: &str, obj: &Value) -> Result<Vec<u8>, String> {
 /// Split protobuf watch frames: (type, object decoded with [`decode`]) per complete frame;
 /// the bytes of an incomplete last frame stay in `buf`.
 pub fn decode_watch_frames(buf: &mut Vec<u8>) -> Result<Vec<(String, Value)>, String> {
-    let mut events = Vec::new();
-    let frame_len = |buf: &[u8]| {
-        let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-        (buf.len() >= 4 + len).then_some(len)
-    };
-    while let Some(len) = frame_len(buf) {
-        let mut r = Reader::new(&buf[4..4 + len]);
-        let (mut ty, mut obj) = (String::new(), None);
-        while let Some((n, f)) = r.next() {
-            match (n, f) {
-                (1, Field::Bytes(x)) => ty = String::from_utf8_lossy(x).into_owned(),
-                (2, Field::Bytes(x)) => {
-                    let mut e = Reader::new(x);
-                    while let Some((n, f)) = e.next() {
-                        if let (1, Field::Bytes(raw)) = (n, f) {
-                            obj = Some(decode(raw)?);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        events.push((ty, obj.unwrap_or(Value::Null)));
-        buf.drain(..4 + len);
-    }
+    let (frames, used) = protowire::frames(buf);
+    let events = frames
+        .into_iter()
+        .map(|frame| {
+            let ev = protowire::watch_event(frame).map_err(|e| e.to_string())?;
+            Ok((ev.type_.to_string(), decode(ev.object)?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    buf.drain(..used);
     Ok(events)
 }
 
