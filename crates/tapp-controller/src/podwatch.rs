@@ -33,7 +33,7 @@ use kube::client::Body;
 use kube::core::{ObjectList, Request, Resource, Status, WatchEvent};
 use kube_runtime::watcher::{Error, Event};
 
-use crate::slim::{FromProtobuf, SlimPod};
+use crate::slim::{Decoded, SlimPod};
 
 /// Objects per page of the initial list (kube-runtime's default).
 const PAGE_SIZE: u32 = 500;
@@ -126,13 +126,6 @@ struct Page {
     pods: Vec<SlimPod>,
     rv: Option<String>,
     next: Option<String>,
-}
-
-/// One decoded object of a list or an event.
-enum Decoded {
-    Pod(SlimPod),
-    /// A pod whose whole spec must be read as JSON.
-    Foreign(SlimPod),
 }
 
 /// What the next part of a watch response held.
@@ -261,8 +254,8 @@ impl PodWatch {
     /// gone by then (its deletion follows in the watch).
     async fn complete(&self, decoded: Decoded) -> Result<Option<SlimPod>, kube::Error> {
         let pod = match decoded {
-            Decoded::Pod(pod) => return Ok(Some(pod)),
-            Decoded::Foreign(pod) => pod,
+            Decoded::Complete(pod) => return Ok(Some(pod)),
+            Decoded::NeedsWholeSpec(pod) => pod,
         };
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -378,7 +371,7 @@ impl PodWatch {
                 }
                 Ok(Incoming::Object { deleted, pod }) => {
                     let pod = match (deleted, pod) {
-                        (true, Decoded::Pod(p) | Decoded::Foreign(p)) => Some(p),
+                        (true, Decoded::Complete(p) | Decoded::NeedsWholeSpec(p)) => Some(p),
                         (false, pod) => match self.complete(pod).await {
                             Ok(pod) => pod,
                             Err(e) => {
@@ -425,18 +418,11 @@ enum Incoming {
     Error(Status),
 }
 
-fn decode_pod(msg: &[u8]) -> Result<Decoded, WireError> {
-    Ok(match SlimPod::from_protobuf(msg)? {
-        FromProtobuf::Complete(p) => Decoded::Pod(p),
-        FromProtobuf::NeedsWholeSpec(p) => Decoded::Foreign(p),
-    })
-}
-
 /// A protobuf `PodList` (`None` if one of its pods needs its whole spec).
 fn decode_proto_list(bytes: &[u8]) -> Result<Option<Page>, WireError> {
     let env = protowire::envelope(bytes)?;
     let (mut rv, mut next) = (None, None);
-    let mut pods = Some(Vec::new());
+    let mut pods = Vec::new();
     for field in Fields::new(env.raw) {
         match field? {
             // ListMeta {2: resourceVersion, 3: continue}
@@ -449,18 +435,15 @@ fn decode_proto_list(bytes: &[u8]) -> Result<Option<Page>, WireError> {
                     }
                 }
             }
-            (2, w) => match decode_pod(w.bytes()?)? {
-                Decoded::Pod(p) => {
-                    if let Some(pods) = pods.as_mut() {
-                        pods.push(p);
-                    }
-                }
-                Decoded::Foreign(_) => pods = None,
+            (2, w) => match SlimPod::from_protobuf(w.bytes()?)? {
+                Decoded::Complete(p) => pods.push(p),
+                // read the page again as JSON
+                Decoded::NeedsWholeSpec(_) => return Ok(None),
             },
             _ => {}
         }
     }
-    Ok(pods.map(|pods| Page { pods, rv, next }))
+    Ok(Some(Page { pods, rv, next }))
 }
 
 fn decode_proto_event(frame: &[u8]) -> Result<Incoming, kube::Error> {
@@ -475,8 +458,8 @@ fn decode_proto_event(frame: &[u8]) -> Result<Incoming, kube::Error> {
             ));
         }
         "BOOKMARK" => {
-            let pod = match decode_pod(env.raw).map_err(invalid)? {
-                Decoded::Pod(p) | Decoded::Foreign(p) => p,
+            let pod = match SlimPod::from_protobuf(env.raw).map_err(invalid)? {
+                Decoded::Complete(p) | Decoded::NeedsWholeSpec(p) => p,
             };
             return Ok(Incoming::Bookmark(
                 pod.metadata.resource_version.unwrap_or_default(),
@@ -490,7 +473,7 @@ fn decode_proto_event(frame: &[u8]) -> Result<Incoming, kube::Error> {
     };
     Ok(Incoming::Object {
         deleted,
-        pod: decode_pod(env.raw).map_err(invalid)?,
+        pod: SlimPod::from_protobuf(env.raw).map_err(invalid)?,
     })
 }
 
@@ -499,11 +482,11 @@ fn decode_json_event(line: &[u8]) -> Result<Incoming, kube::Error> {
     Ok(match ev {
         WatchEvent::Added(pod) | WatchEvent::Modified(pod) => Incoming::Object {
             deleted: false,
-            pod: Decoded::Pod(pod),
+            pod: Decoded::Complete(pod),
         },
         WatchEvent::Deleted(pod) => Incoming::Object {
             deleted: true,
-            pod: Decoded::Pod(pod),
+            pod: Decoded::Complete(pod),
         },
         WatchEvent::Bookmark(b) => Incoming::Bookmark(b.metadata.resource_version),
         WatchEvent::Error(status) => Incoming::Error(*status),

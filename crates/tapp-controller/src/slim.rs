@@ -31,8 +31,8 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
 
 use addon_common::api::tapp::IN_PLACE_UPDATE_READY_CONDITION;
 
@@ -41,7 +41,7 @@ use crate::pods::PodView;
 
 mod proto;
 
-pub use proto::FromProtobuf;
+pub use proto::Decoded;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -456,13 +456,6 @@ impl kube::Resource for SlimPod {
     }
 }
 
-/// Only for the watcher's trait bounds and for debugging: writes the kept fields as a `Pod`.
-impl Serialize for SlimPod {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_pod().serialize(s)
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "lowercase")]
 enum Field {
@@ -758,7 +751,7 @@ mod tests {
     }
 
     /// The pod in the emulator's protobuf encoding (the wire format of kube-apiserver).
-    fn protobuf(v: &Value) -> FromProtobuf {
+    fn protobuf(v: &Value) -> Decoded {
         let bytes = e2e::proto::encode(v).expect("encode");
         let env = addon_common::protowire::envelope(&bytes).expect("envelope");
         assert_eq!((env.api_version, env.kind), ("v1", "Pod"));
@@ -769,7 +762,7 @@ mod tests {
     fn protobuf_keeps_what_json_keeps() {
         let v = wire(own_labels());
         let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
-        let FromProtobuf::Complete(from_proto) = protobuf(&v) else {
+        let Decoded::Complete(from_proto) = protobuf(&v) else {
             panic!("our pod is complete");
         };
         assert_eq!(format!("{from_proto:?}"), format!("{from_json:?}"));
@@ -779,11 +772,16 @@ mod tests {
 
         // a pod with nothing but a name, and one being deleted with a grace period
         let bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
-        let FromProtobuf::Complete(p) = protobuf(&bare) else {
-            panic!("no spec: nothing to read whole");
-        };
-        let j: SlimPod = serde_json::from_value(bare).expect("json");
-        assert_eq!(format!("{p:?}"), format!("{j:?}"));
+        let deleting = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+            "generation": 2, "deletionTimestamp": "2026-01-01T00:00:00.5Z",
+            "deletionGracePeriodSeconds": 0, "finalizers": ["a", "b"]}});
+        for v in [bare, deleting] {
+            let Decoded::Complete(p) = protobuf(&v) else {
+                panic!("no spec: nothing to read whole");
+            };
+            let j: SlimPod = serde_json::from_value(v).expect("json");
+            assert_eq!(format!("{p:?}"), format!("{j:?}"));
+        }
     }
 
     #[test]
@@ -793,7 +791,7 @@ mod tests {
         let v = wire(go);
         let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
         assert!(from_json.has_full_spec());
-        let FromProtobuf::NeedsWholeSpec(from_proto) = protobuf(&v) else {
+        let Decoded::NeedsWholeSpec(from_proto) = protobuf(&v) else {
             panic!("a foreign pod needs its whole spec");
         };
         // all but the spec is kept as from JSON

@@ -3,7 +3,7 @@
 //! The same fields as the JSON decoder keeps, read by field number (k8s.io/api's
 //! `generated.proto`); everything else, managedFields included, is stepped over by its
 //! length. The whole spec of a pod whose hash labels are not ours is not decoded here:
-//! [`FromProtobuf::NeedsWholeSpec`] tells the caller to read that pod as JSON.
+//! [`Decoded::NeedsWholeSpec`] tells the caller to read that pod as JSON.
 
 use std::collections::BTreeMap;
 
@@ -18,20 +18,20 @@ use super::{
 };
 use crate::hash::has_own_hashes;
 
-/// A pod decoded from protobuf.
+/// A decoded pod, and whether it holds everything the controller keeps.
 #[derive(Debug)]
-pub enum FromProtobuf {
-    /// Everything the controller keeps of the pod.
+pub enum Decoded {
+    /// Everything the controller keeps of the pod (always so from JSON).
     Complete(SlimPod),
-    /// A pod whose hash labels are not ours: the controller keeps its whole spec (adoption
-    /// compares it with the template field by field), which is read from its JSON. The slim
-    /// pod is complete but for that.
+    /// From protobuf, a pod whose hash labels are not ours: the controller keeps its whole
+    /// spec (adoption compares it with the template field by field), which is read from its
+    /// JSON. The slim pod is complete but for that.
     NeedsWholeSpec(SlimPod),
 }
 
 impl SlimPod {
     /// Decodes a `Pod` message (the raw bytes inside its `k8s\0` envelope).
-    pub fn from_protobuf(msg: &[u8]) -> Result<FromProtobuf, WireError> {
+    pub fn from_protobuf(msg: &[u8]) -> Result<Decoded, WireError> {
         let (mut meta, mut spec, mut status) = (None, None, None);
         for field in Fields::new(msg) {
             match field? {
@@ -50,9 +50,9 @@ impl SlimPod {
             status,
         };
         Ok(if has_own_hashes(&pod) || pod.spec.is_none() {
-            FromProtobuf::Complete(pod)
+            Decoded::Complete(pod)
         } else {
-            FromProtobuf::NeedsWholeSpec(pod)
+            Decoded::NeedsWholeSpec(pod)
         })
     }
 }
