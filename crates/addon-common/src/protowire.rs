@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn envelope_watch_event_and_frames() {
-        let pod = string(1, "p"); // a Pod message with only metadata's first byte... any bytes
+        let pod = string(1, "p"); // the raw bytes are carried as they are
         let mut type_meta = string(1, "v1");
         type_meta.extend(string(2, "Pod"));
         let mut unknown = message(1, &type_meta);

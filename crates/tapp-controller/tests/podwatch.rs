@@ -21,40 +21,24 @@ use tapp_controller::hash::HASH_PREFIX;
 type Log = Arc<Mutex<Vec<(String, String, String)>>>;
 
 fn recording_client(server: &e2e::ApiServer) -> (kube::Client, Log) {
+    use tower::ServiceExt;
     let log: Log = Arc::default();
-    let requests = log.clone();
-    let svc = tower::ServiceBuilder::new()
-        .map_request(move |r: http::Request<kube::client::Body>| {
-            let uri = r.uri().to_string();
-            requests
-                .lock()
-                .expect("log")
-                .push((r.method().to_string(), uri, String::new()));
-            r
-        })
-        .service(server.router());
-    let responses = log.clone();
-    let svc = tower::ServiceBuilder::new()
-        .map_response(move |r: http::Response<axum::body::Body>| {
-            let ct = r
+    let (router, entries) = (server.router(), log.clone());
+    let svc = tower::service_fn(move |r: http::Request<kube::client::Body>| {
+        let (router, entries) = (router.clone(), entries.clone());
+        async move {
+            let (method, uri) = (r.method().to_string(), r.uri().to_string());
+            let res = router.oneshot(r).await?;
+            let ct = res
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            // requests are answered in order here: the last one without a response is this
-            if let Some(entry) = responses
-                .lock()
-                .expect("log")
-                .iter_mut()
-                .rev()
-                .find(|e| e.2.is_empty())
-            {
-                entry.2 = ct;
-            }
-            r
-        })
-        .service(svc);
+            entries.lock().expect("log").push((method, uri, ct));
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
     (kube::Client::new(svc, "default"), log)
 }
 
