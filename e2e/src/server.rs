@@ -222,9 +222,7 @@ impl Ctx {
     /// wants the objects themselves (no table, no metadata-only) and the kind is built-in with a
     /// protobuf message. Custom resources stay JSON, as with kube-apiserver.
     pub fn wants_protobuf(&self, info: &ResourceInfo) -> bool {
-        let first = self.accept.split(',').next().unwrap_or_default();
-        let media = first.split(';').next().unwrap_or_default().trim();
-        media.eq_ignore_ascii_case(PROTOBUF)
+        addon_common::protowire::is_protobuf(self.accept.split(',').next())
             && !self.wants_table()
             && !self.wants_metadata()
             && !info.crd
@@ -233,14 +231,14 @@ impl Ctx {
     }
 }
 
-/// The Kubernetes protobuf media type.
-pub(crate) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
-
 /// A 200 answer with a protobuf body.
 fn protobuf_ok(body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
-        [(http::header::CONTENT_TYPE, PROTOBUF)],
+        [(
+            http::header::CONTENT_TYPE,
+            addon_common::protowire::MEDIA_TYPE,
+        )],
         body,
     )
         .into_response()
