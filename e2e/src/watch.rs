@@ -2,6 +2,7 @@
 //! for clients that ask for protobuf) with bookmarks, timeouts, selectors and 410 on expired
 //! resourceVersions.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,15 +58,30 @@ struct Encoder {
 }
 
 impl Encoder {
+    /// Whether the stored object is in the watch's version (and can be sent as stored).
+    fn same_version(&self, ev: &StoredEvent) -> bool {
+        ev.obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str())
+    }
+
+    /// The object in the watch's version: as stored, converted (events.k8s.io), or with the
+    /// apiVersion rewritten (another served version of the same schema).
+    fn presented<'a>(&self, ev: &'a StoredEvent) -> Cow<'a, Value> {
+        if self.same_version(ev) {
+            Cow::Borrowed(&*ev.obj)
+        } else if self.info.is_new_events() {
+            Cow::Owned(crate::convert::event_from_core(&ev.obj))
+        } else {
+            let mut o = (*ev.obj).clone();
+            o["apiVersion"] = json!(self.api_version);
+            Cow::Owned(o)
+        }
+    }
+
     fn event(&self, ty: &str, ev: &StoredEvent) -> Bytes {
         if self.proto {
             return self.event_proto(ty, ev);
         }
-        if !self.table
-            && !self.metadata_only
-            && ty == ev.kind.as_str()
-            && ev.obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str())
-        {
+        if !self.table && !self.metadata_only && ty == ev.kind.as_str() && self.same_version(ev) {
             return ev.line_json();
         }
         let mut buf = BytesMut::with_capacity(256);
@@ -84,37 +100,20 @@ impl Encoder {
             buf.put_slice(
                 &serde_json::to_vec(&table::partial_metadata(&ev.obj)).unwrap_or_default(),
             );
-        } else if ev.obj.get("apiVersion").and_then(Value::as_str)
-            == Some(self.api_version.as_str())
-        {
+        } else if self.same_version(ev) {
             buf.put_slice(&ev.obj_json());
-        } else if self.info.is_new_events() {
-            buf.put_slice(
-                &serde_json::to_vec(&crate::convert::event_from_core(&ev.obj)).unwrap_or_default(),
-            );
         } else {
-            let mut o = (*ev.obj).clone();
-            o["apiVersion"] = json!(self.api_version);
-            buf.put_slice(&serde_json::to_vec(&o).unwrap_or_default());
+            buf.put_slice(&serde_json::to_vec(&self.presented(ev)).unwrap_or_default());
         }
         buf.put_slice(b"}\n");
         buf.freeze()
     }
 
     fn event_proto(&self, ty: &str, ev: &StoredEvent) -> Bytes {
-        let same_version =
-            ev.obj.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str());
-        let frame = if ty == ev.kind.as_str() && same_version {
+        let frame = if ty == ev.kind.as_str() && self.same_version(ev) {
             ev.line_proto()
-        } else if same_version {
-            crate::proto::watch_frame(ty, &ev.obj).map(Bytes::from)
-        } else if self.info.is_new_events() {
-            crate::proto::watch_frame(ty, &crate::convert::event_from_core(&ev.obj))
-                .map(Bytes::from)
         } else {
-            let mut o = (*ev.obj).clone();
-            o["apiVersion"] = json!(self.api_version);
-            crate::proto::watch_frame(ty, &o).map(Bytes::from)
+            crate::proto::watch_frame(ty, &self.presented(ev)).map(Bytes::from)
         };
         frame.unwrap_or_else(|e| {
             // the stream is protobuf already: tell the client instead of skipping the event
