@@ -7,6 +7,7 @@
 //! - [`leader`]: Lease-based leader election; [`runtime`]: the process harness that ties
 //!   client, admin server, signals and leadership together;
 //! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
+//! - [`guard`]: watching custom resources whose objects may not decode;
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
 //!   certificates (from a mounted Secret, or self-managed in a shared Secret);
 //! - [`protowire`]: reading Kubernetes' protobuf encoding (objects, watch frames) field by
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod crdgen;
 mod error;
 pub mod events;
+pub mod guard;
 pub mod leader;
 pub mod metrics;
 pub mod protowire;

@@ -21,9 +21,23 @@ use crate::{
     admin::{self, AdminServer, Health, Leadership},
     cli::CommonArgs,
     leader::{KubeLeaseStore, LeaderElector, Timing, default_identity},
+    events::EventRecorder,
     metrics::new_registry,
     shutdown,
 };
+
+/// What every controller's `controller::run(deps, config, metrics, stop)` gets from its
+/// process: the client, the readiness state and the Event recorder (one per process, so its
+/// series cache folds repeated Events across leadership terms). Cheap to clone.
+#[derive(Clone)]
+pub struct Deps {
+    /// API client.
+    pub client: Client,
+    /// Readiness state served on `/readyz`.
+    pub health: Health,
+    /// Events, reported as the component.
+    pub events: EventRecorder,
+}
 
 /// A started controller process.
 pub struct Process {
@@ -111,6 +125,15 @@ impl Process {
             admin,
             admin_stop,
         })
+    }
+
+    /// The client, readiness state and an Event recorder for the controllers.
+    pub fn deps(&self) -> Deps {
+        Deps {
+            client: self.client.clone(),
+            health: self.health.clone(),
+            events: EventRecorder::new(self.client.clone(), self.component),
+        }
     }
 
     /// Leadership as a watch channel: `true` while this replica leads (always `true` with
