@@ -94,7 +94,7 @@ mod tests {
         }))
         .expect("a guard always decodes an object with metadata");
         let invalid = guard.0.as_ref().expect_err("replicas is a string");
-        assert!(invalid.error.contains("invalid type"), "{}", invalid.error);
+        assert!(invalid.error.contains("\"three\""), "{}", invalid.error);
         let r = reference::<TApp>(invalid);
         assert_eq!(r.kind.as_deref(), Some("TApp"));
         assert_eq!(r.api_version.as_deref(), Some("apps.tkestack.io/v1"));
