@@ -28,10 +28,7 @@ pub const ACTION_DECODE: &str = "Decode";
 ///
 /// A reconciler returns `Action::await_change()` on `None`: only an edit of the object can make
 /// it decodable.
-pub async fn decoded<'a, K>(
-    guard: &'a DeserializeGuard<K>,
-    events: &EventRecorder,
-) -> Option<&'a K>
+pub async fn decoded<'a, K>(guard: &'a DeserializeGuard<K>, events: &EventRecorder) -> Option<&'a K>
 where
     K: Resource<DynamicType = ()>,
 {

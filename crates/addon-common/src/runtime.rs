@@ -20,8 +20,8 @@ use crate::{
     Result,
     admin::{self, AdminServer, Health, Leadership},
     cli::CommonArgs,
-    leader::{KubeLeaseStore, LeaderElector, Timing, default_identity},
     events::EventRecorder,
+    leader::{KubeLeaseStore, LeaderElector, Timing, default_identity},
     metrics::new_registry,
     shutdown,
 };
