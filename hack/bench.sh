@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every benchmark binary of the workspace (binaries named *-bench) in release mode.
-# Benchmarks that drive the sandbox start the `sandbox` and controller binaries found next to
-# themselves, so every binary is built first. Figures are recorded in docs/<component>.md.
+# Runs every benchmark binary of the workspace (binaries named *-bench: the bench/ crate's and
+# e2e's apiserver-bench) in release mode. Benchmarks that drive the sandbox start the `sandbox`
+# and controller binaries found next to themselves, so every binary is built first. Figures are
+# recorded in docs/<component>.md.
 # Run one: hack/bench.sh cronhpa-bench --objects 1000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -22,6 +22,7 @@ pub mod store;
 pub mod table;
 pub mod tls;
 pub mod validation;
+pub mod wait;
 mod watch;
 
 pub use admission::{AdmissionHook, AdmissionRequest, Operation};

@@ -222,51 +222,15 @@ pub struct CommonArgs {
     pub leader_election: LeaderElectionArgs,
 }
 
-/// Parses durations written as Kubernetes and Go write them: `500ms`, `15s`, `2m`, `1h30m`, `1.5s`.
-/// A bare number means seconds.
+/// Parses a duration flag: a Go duration (`500ms`, `15s`, `2m`, `1h30m`, `1.5s`; see
+/// [`crate::duration`]) that is not negative, or a bare number of seconds (`90`). Surrounding
+/// white space is ignored.
 pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
     let s = input.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("invalid duration {input:?}: missing unit (ms, s, m, h)"))?;
-        if num_len == 0 {
-            return Err(format!("invalid duration {input:?}: expected a number"));
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| {
-            format!(
-                "invalid duration {input:?}: bad number {:?}",
-                &rest[..num_len]
-            )
-        })?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            unit => return Err(format!("invalid duration {input:?}: unknown unit {unit:?}")),
-        };
-        total += value * factor;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total < 0.0 {
-        return Err(format!("invalid duration {input:?}"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    crate::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -406,7 +370,7 @@ mod tests {
         for (input, want) in table {
             assert_eq!(parse_duration(input), Ok(want), "{input}");
         }
-        for bad in ["", "s", "10x", "abc", "1..2s"] {
+        for bad in ["", "s", "10x", "abc", "1..2s", "-5s", "-1"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: the custom resources (TApp, CronHPA, LBCF, Galaxy) and their CRDs;
 //! - [`cli`]: flag groups flattened into every binary's clap `Args`;
+//! - [`duration`]: the one parser of Go duration strings (`time.ParseDuration`'s rules);
 //! - [`telemetry`], [`metrics`], [`admin`]: logs, the per-binary Prometheus registry and
 //!   the `/metrics` `/healthz` `/readyz` server;
 //! - [`leader`]: Lease-based leader election; [`runtime`]: the process harness that ties
@@ -23,6 +24,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod crdgen;
+pub mod duration;
 mod error;
 pub mod events;
 pub mod guard;

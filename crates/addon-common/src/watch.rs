@@ -13,11 +13,19 @@
 //! `Controller::reconcile_all_on`, so after each relist every object is reconciled from the
 //! fresh store. (client-go informers do the equivalent: a relist replays every object as an
 //! update.)
+//!
+//! [`store_synced`] is the one way a controller learns that a reflector store has synced (for
+//! its readiness check): kube-runtime's `Store::wait_until_ready` wakes only the task that
+//! polled it last, and the `Controller` over the same store polls it too.
+
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Sends a signal at the end of each relist of any stream built by [`triggers`].
 #[derive(Clone, Debug)]
@@ -65,9 +73,36 @@ where
     })
 }
 
+/// How often [`store_synced`] polls the store again.
+const SYNC_RECHECK: Duration = Duration::from_millis(250);
+
+/// Whether `store` has synced (its first list is in), false if `stop` fired first or the
+/// store's writer was dropped before. `Store::wait_until_ready` keeps only the waker of its
+/// last poller (kube-runtime's `DelayedInit` over a oneshot) and the `Controller` polls it too,
+/// so a task awaiting it alongside the controller may never wake: it is polled again every
+/// 250 ms.
+pub async fn store_synced<K>(store: &Store<K>, stop: &CancellationToken) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if stop.is_cancelled() {
+            return false;
+        }
+        match tokio::time::timeout(SYNC_RECHECK, store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_writer_dropped)) => return false,
+            Err(_elapsed) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::reflector;
     use watcher::Event;
 
     #[tokio::test]
@@ -98,5 +133,53 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(signals.next().await, Some(()), "one signal per relist");
         }
+    }
+
+    #[tokio::test]
+    async fn readiness_is_seen_while_another_task_also_waits_on_the_store() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let stop = CancellationToken::new();
+        let mine = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move { store_synced(&store, &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Polls after ours, as the Controller does: only the last poller's waker is kept.
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_until_ready().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.apply_watcher_event(&Event::InitDone);
+        let synced = tokio::time::timeout(Duration::from_secs(5), mine)
+            .await
+            .expect("readiness noticed")
+            .expect("task");
+        assert!(synced);
+        other.await.expect("task").expect("ready");
+    }
+
+    #[tokio::test]
+    async fn stop_or_a_dropped_writer_ends_the_wait() {
+        let stop = CancellationToken::new();
+        let (never, _writer) = reflector::store::<Pod>();
+        let waiting = {
+            let stop = stop.clone();
+            tokio::spawn(async move { store_synced(&never, &stop).await })
+        };
+        stop.cancel();
+        let synced = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("stop noticed")
+            .expect("task");
+        assert!(!synced, "stop ends the wait");
+
+        let (orphan, writer) = reflector::store::<Pod>();
+        drop(writer);
+        let live = CancellationToken::new();
+        assert!(
+            !store_synced(&orphan, &live).await,
+            "no writer: never synced"
+        );
     }
 }

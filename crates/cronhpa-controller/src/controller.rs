@@ -359,24 +359,10 @@ pub async fn run(
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            // `wait_until_ready` keeps only the last poller's waker (kube-runtime's DelayedInit
-            // over a oneshot) and the Controller polls it too: re-poll with a short timeout.
-            loop {
-                if stop.is_cancelled() {
-                    return;
-                }
-                let ready =
-                    tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
-                        .await;
-                match ready {
-                    Ok(Ok(())) => {
-                        health.set(CACHE_CHECK, true, "");
-                        break;
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_elapsed) => {}
-                }
+            if !watch::store_synced(&store, &stop).await {
+                return;
             }
+            health.set(CACHE_CHECK, true, "");
             // Deleted objects leave the `objects` gauge (in memory only, no API calls).
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {

@@ -38,22 +38,12 @@ impl Drop for Env {
     }
 }
 
-async fn until<F, Fut, T>(what: &str, mut probe: F) -> T
+async fn until<F, Fut, T>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    e2e::wait::until(what, Duration::from_secs(20), probe).await
 }
 
 async fn env() -> Env {

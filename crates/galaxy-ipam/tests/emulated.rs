@@ -30,6 +30,7 @@ use e2e::cluster::{
     ClusterConfig, ExtenderConfig, NodeSpec, SchedulerConfig, SimCluster, harness::http_json,
     scheduler::extender,
 };
+use e2e::wait::until;
 use galaxy_ipam::{
     app::{self, READY_CHECK},
     config::PluginConf,
@@ -330,24 +331,6 @@ async fn wait_active(api_port: u16) {
         (code == 200).then_some(())
     })
     .await;
-}
-
-async fn until<F, Fut, T>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -214,10 +214,10 @@ pub async fn run(
             () = ready_stop.cancelled() => false,
         };
         let synced = pods_synced
-            && store_synced(&ready_pvcs, &ready_stop).await
-            && store_synced(&ready_tapps, &ready_stop).await
+            && watch::store_synced(&ready_pvcs, &ready_stop).await
+            && watch::store_synced(&ready_tapps, &ready_stop).await
             && match &ready_nodes {
-                Some(n) => store_synced(n, &ready_stop).await,
+                Some(n) => watch::store_synced(n, &ready_stop).await,
                 None => true,
             };
         if synced {
@@ -290,25 +290,6 @@ where
             }
         })
     })
-}
-
-/// Whether `store` has synced, false if `stop` fired first. `wait_until_ready` wakes only its
-/// last poller and the Controller polls it too, so it is polled again every 250 ms.
-pub async fn store_synced<K>(store: &Store<K>, stop: &CancellationToken) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        if stop.is_cancelled() {
-            return false;
-        }
-        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-            Ok(Ok(())) => return true,
-            Ok(Err(_)) => return false,
-            Err(_elapsed) => {}
-        }
-    }
 }
 
 fn error_policy(tapp: Arc<TApp>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -822,33 +803,5 @@ mod tests {
             .collect()
             .await;
         assert_eq!(out, vec![1, 2]);
-    }
-
-    #[tokio::test]
-    async fn readiness_is_seen_while_another_task_also_waits_on_the_store() {
-        let (store, mut writer) = reflector::store::<Pod>();
-        let stop = CancellationToken::new();
-        let mine = {
-            let (store, stop) = (store.clone(), stop.clone());
-            tokio::spawn(async move { store_synced(&store, &stop).await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Polls after ours, as the Controller does: only the last poller's waker is kept.
-        let other = {
-            let store = store.clone();
-            tokio::spawn(async move { store.wait_until_ready().await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let synced = tokio::time::timeout(Duration::from_secs(5), mine)
-            .await
-            .expect("readiness noticed")
-            .expect("task");
-        assert!(synced);
-        other.await.expect("task").expect("ready");
-
-        let (never, _writer) = reflector::store::<Pod>();
-        stop.cancel();
-        assert!(!store_synced(&never, &stop).await, "stop ends the wait");
     }
 }

@@ -22,6 +22,7 @@ use addon_common::api::{
     tapp::{IN_PLACE_UPDATE_READY_CONDITION, IN_PLACE_UPDATE_STATE_ANNOTATION, TApp},
 };
 use e2e::cluster::{ClusterConfig, SimCluster};
+use e2e::wait::until as until_within;
 use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{Event, PersistentVolumeClaim, Pod},
@@ -161,24 +162,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     until_within(what, DEADLINE, probe).await
-}
-
-async fn until_within<F, Fut, T>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `kubectl apply --server-side --force-conflicts -f <yaml>`: creates or merges the object.

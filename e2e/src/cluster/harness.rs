@@ -497,23 +497,13 @@ impl Kubectl {
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, failing after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+/// Polls `f` until it returns `Some`, failing after `timeout` ([`crate::wait::try_until`]).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(crate::wait::try_until(what, timeout, f).await?)
 }
 
 /// A minimal HTTP/1.1 client (`Connection: close`) for a local JSON API (what `curl` does):

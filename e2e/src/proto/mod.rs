@@ -487,41 +487,10 @@ fn int_of(v: &Value) -> Option<i64> {
     })
 }
 
-/// Go duration syntax (`1h2m3.5s`, `300ms`, `-1.5h`) to nanoseconds, best effort.
+/// Go duration syntax (`1h2m3.5s`, `300ms`, `-1.5h`) to nanoseconds
+/// (`addon_common::duration`, Go's `time.ParseDuration` rules).
 fn parse_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest.get(..n).filter(|x| !x.is_empty())?.parse().ok()?;
-        rest = rest.get(n..)?;
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match rest.get(..u)? {
-            "ns" => 1.0,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += num * unit;
-        rest = rest.get(u..)?;
-    }
-    Some((if neg { -total } else { total }).round() as i64)
+    addon_common::duration::parse_go_duration_nanos(s).ok()
 }
 
 fn encode_time(v: &Value, micro: bool, out: &mut Vec<u8>) -> Result<(), String> {

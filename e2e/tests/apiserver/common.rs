@@ -197,21 +197,12 @@ pub async fn install_crd(srv: &ApiServer) {
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    e2e::wait::until(what, timeout, f).await
 }
 
 /// Locate kubectl: $KUBECTL, else <workspace>/.tools/bin/kubectl.

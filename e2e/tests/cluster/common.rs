@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::cluster::{ClusterConfig, SimCluster};
 use e2e::{ApiServer, Config, RunningServer};
@@ -76,20 +76,13 @@ impl Env {
     }
 }
 
-/// Polls `f` (every 10 ms) until it returns Some, failing after [`DEADLINE`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+/// Polls `f` until it returns Some, failing after [`DEADLINE`] (`e2e::wait::until`).
+pub async fn wait_for<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    e2e::wait::until(what, DEADLINE, f).await
 }
 
 pub fn phase(p: &Pod) -> String {

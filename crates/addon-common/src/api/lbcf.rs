@@ -17,7 +17,8 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{GO_DURATION_PATTERN, null_to_default, parse_go_duration};
+use super::schema::{GO_DURATION_PATTERN, null_to_default};
+use crate::duration::parse_go_duration;
 
 /// API group of every LBCF kind.
 pub const GROUP: &str = "lbcf.tkestack.io";
@@ -111,7 +112,7 @@ pub struct GoDuration(pub String);
 impl GoDuration {
     /// The parsed duration, `None` when the string is not a valid non-negative Go duration.
     pub fn to_std(&self) -> Option<Duration> {
-        parse_go_duration(&self.0)
+        parse_go_duration(&self.0).ok()
     }
 
     /// Formats a duration the way Go's `Duration.String()` does for whole seconds

@@ -199,62 +199,10 @@ pub fn is_false(value: &bool) -> bool {
 pub const GO_DURATION_PATTERN: &str =
     r"^([-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$|^[-+]?0$";
 
-/// Parses a Go `time.ParseDuration` string (`"15s"`, `"1m30s"`, `"1.5h"`, `"300ms"`, `"0"`)
-/// into a [`std::time::Duration`]. Negative durations are rejected (they are never meaningful
-/// in the fields that carry durations). Returns `None` when the string is not a valid duration.
-pub fn parse_go_duration(input: &str) -> Option<std::time::Duration> {
-    let s = input.strip_prefix('+').unwrap_or(input);
-    if s.starts_with('-') {
-        // "-0" style values are valid Go, but zero is the only non-negative one.
-        return match s.trim_start_matches('-') {
-            "0" => Some(std::time::Duration::ZERO),
-            _ => None,
-        };
-    }
-    if s == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut rest = s;
-    let mut total_nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_nanos += number * factor;
-    }
-    if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
-        return None;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Some(std::time::Duration::from_nanos(total_nanos.round() as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     #[test]
     fn strips_keyword_not_property_names() {
@@ -287,19 +235,6 @@ mod tests {
         assert_eq!(join_soft_breaks("one\n\ntwo\nthree"), "one\n\ntwo three");
         assert_eq!(join_soft_breaks("list:\n- a\n- b"), "list:\n- a\n- b");
         assert_eq!(join_soft_breaks("single"), "single");
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("15s"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("+2m"), Some(Duration::from_secs(120)));
-        for bad in ["", "15", "s", "1x", "-5s", "1m 30s", "abc"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

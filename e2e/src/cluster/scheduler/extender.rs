@@ -96,42 +96,10 @@ pub struct ManagedResource {
     pub ignored_by_scheduler: bool,
 }
 
-/// Parses a Go `time.Duration` string (`1h2m3.5s`, `300ms`).
+/// Parses a Go `time.Duration` string (`1h2m3.5s`, `300ms`) that is not negative
+/// (`addon_common::duration`, Go's `time.ParseDuration` rules).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if n == 0 {
-            return None;
-        }
-        let v: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += v * mult;
-        rest = &rest[u..];
-    }
-    Some(Duration::from_secs_f64(total))
+    addon_common::duration::parse_go_duration(s).ok()
 }
 
 /// Validation as kube-scheduler's `validateExtenders`.

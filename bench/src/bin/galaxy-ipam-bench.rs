@@ -6,13 +6,15 @@
 //! 2. `plugin`: the whole `Plugin::filter` + `Plugin::bind` against an in-process API stub
 //!    that answers at once (JSON, client and HTTP plumbing included; no network).
 //!
-//! 3. `cluster` (`--cluster`, needs `--features cluster-bench`): scheduling throughput of
-//!    1,000 pods through the simulated cluster's scheduler (the e2e crate's emulated API
-//!    server and kube-scheduler, calling galaxy-ipam's extender over loopback HTTP), compared
-//!    with the same pods without the resource (no extender involved).
+//! 3. `cluster` (`--cluster`): scheduling throughput of 1,000 pods through the simulated
+//!    cluster's scheduler (the e2e crate's emulated API server and kube-scheduler in this
+//!    process, calling galaxy-ipam's extender over loopback HTTP), compared with the same pods
+//!    without the resource (no extender involved). In-process rather than through the
+//!    `sandbox` binary: it reads the scheduler's own counters (`SchedulerStats`).
 //!
-//! `cargo run --release -p galaxy-ipam --bin galaxy-ipam-bench [-- --iterations N]`
-//! `cargo run --release -p galaxy-ipam --features cluster-bench --bin galaxy-ipam-bench -- --cluster [--pods N]`
+//! `hack/bench.sh galaxy-ipam-bench [--iterations N]`
+//! `hack/bench.sh galaxy-ipam-bench --cluster [--pods N]`
+//! (or `cargo run --release -p addon-bench --bin galaxy-ipam-bench -- ...`)
 
 use std::{
     sync::Arc,
@@ -38,11 +40,7 @@ use serde_json::{Value, json};
 const POOL: &str = r#"[{"nodeSubnets":["10.1.0.0/16"],"ips":["10.0.0.10~10.0.39.25"],"subnet":"10.0.0.0/16","gateway":"10.0.0.1"}]"#;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
+    addon_bench::percentile(sorted, p).unwrap_or_default()
 }
 
 fn report(name: &str, mut samples: Vec<Duration>, wall: Duration) {
@@ -240,23 +238,13 @@ fn arg(name: &str) -> Option<usize> {
 fn main() {
     if std::env::args().any(|a| a == "--cluster") {
         let pods = arg("--pods").unwrap_or(1_000);
-        #[cfg(feature = "cluster-bench")]
-        {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("runtime: {e}"));
-            rt.block_on(cluster::run(pods));
-            return;
-        }
-        #[cfg(not(feature = "cluster-bench"))]
-        {
-            eprintln!(
-                "--cluster ({pods} pods) needs the simulated cluster: rebuild with `--features cluster-bench`"
-            );
-            std::process::exit(2);
-        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        rt.block_on(cluster::run(pods));
+        return;
     }
     let iterations = std::env::args()
         .skip_while(|a| a != "--iterations")
@@ -274,14 +262,12 @@ fn main() {
 }
 
 /// Scheduling throughput through the simulated cluster (e2e crate).
-#[cfg(feature = "cluster-bench")]
 mod cluster {
     use std::{
         collections::HashMap,
         time::{Duration, Instant},
     };
 
-    use addon_common::api::all_crds;
     use e2e::cluster::{
         Cidr, ClusterConfig, ControllersConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
         SimCluster,
@@ -291,12 +277,9 @@ mod cluster {
     use galaxy_ipam::{
         app, config::PluginConf, metrics::Metrics, plugin::Slot, server::ServerState,
     };
-    use k8s_openapi::{
-        api::{
-            apps::v1::Deployment,
-            core::v1::{ConfigMap, Pod},
-        },
-        apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Pod},
     };
     use kube::{
         Api, Client, ResourceExt,
@@ -466,10 +449,7 @@ mod cluster {
             ..Default::default()
         });
         let client = server.client();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in all_crds() {
-            must(crds.create(&PostParams::default(), &crd).await, "CRD");
-        }
+        must(addon_bench::install_crds(&client).await, "CRDs");
         let cm: ConfigMap = must(
             serde_json::from_value(
                 json!({"metadata": {"name": "floatingip-config", "namespace": "kube-system"},

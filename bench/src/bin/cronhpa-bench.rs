@@ -1,8 +1,10 @@
 //! cronhpa-bench: N CronHPAs whose crons all fire in the same minute, against the sandbox.
 //!
 //! ```text
-//! make bench            # or:
-//! cargo build --release -p e2e -p cronhpa-controller --bins
+//! make bench            # every benchmark; this one alone (builds every binary first):
+//! hack/bench.sh cronhpa-bench [--objects 10000] [--margin 40]
+//! # or build what it starts and run it:
+//! cargo build --release --bins -p e2e -p cronhpa-controller -p addon-bench
 //! target/release/cronhpa-bench [--objects 10000] [--margin 40]
 //! ```
 //! Starts the `sandbox` binary (emulated API server) and the `cronhpa-controller` binary as
@@ -22,13 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use addon_common::api::{all_crds, cronhpa::CronHPA, tapp::TApp};
-use addon_common::testing::{KillOnDrop, read_kubeconfig};
+use addon_bench::{free_port, install_crds, start_sandbox, usage};
+use addon_common::api::{cronhpa::CronHPA, tapp::TApp};
+use addon_common::testing::KillOnDrop;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Timelike, Utc};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client,
     api::PostParams,
@@ -76,12 +78,6 @@ struct LastSchedule {
     last_schedule_time: Option<DateTime<Utc>>,
 }
 
-/// CPU seconds and (RSS, peak RSS) in MiB of a process.
-fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
-    let u = addon_common::testing::process_usage(pid)?;
-    Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
-}
-
 /// CPU seconds of the controller, the sandbox and this process.
 fn cpus(controller: u32, sandbox: u32) -> anyhow::Result<[f64; 3]> {
     Ok([
@@ -89,13 +85,6 @@ fn cpus(controller: u32, sandbox: u32) -> anyhow::Result<[f64; 3]> {
         usage(sandbox)?.0,
         usage(std::process::id())?.0,
     ])
-}
-
-/// A free loopback port (for the controller's admin server, scraped at the end).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The controller's `/metrics` (plain HTTP/1.0 over loopback).
@@ -116,11 +105,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
+    addon_bench::percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -131,39 +116,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let kubeconfig = work.join("kubeconfig");
 
-    let sandbox = KillOnDrop(
-        Command::new(bin_dir.join("sandbox"))
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {}/sandbox (build it: cargo build --release -p e2e)",
-                    bin_dir.display()
-                )
-            })?,
-    );
-    let config = kube::Config::from_custom_kubeconfig(
-        read_kubeconfig(&kubeconfig, Duration::from_secs(30)).await?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
+    let (sandbox, kc) =
+        start_sandbox(Command::new(bin_dir.join("sandbox")), &bin_dir, &kubeconfig).await?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(config)?;
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
-        crds.create(&PostParams::default(), &crd).await?;
-    }
-    // Let discovery settle.
+    install_crds(&client).await?;
     let tapps: Api<TApp> = Api::namespaced(client.clone(), "default");
-    for _ in 0..100 {
-        if tapps.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let n = args.objects;
     eprintln!("creating {n} TApps and {n} CronHPAs…");

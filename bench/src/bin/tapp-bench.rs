@@ -1,8 +1,10 @@
 //! tapp-bench: N TApps × M pods on the sandbox: time to all Running, then a full in-place rollout.
 //!
 //! ```text
-//! make bench            # or:
-//! cargo build --release -p e2e --bin sandbox -p tapp-controller --bins
+//! make bench            # every benchmark; this one alone (builds every binary first):
+//! hack/bench.sh tapp-bench [--tapps 1000] [--pods 10] [--nodes 20]
+//! # or build what it starts and run it:
+//! cargo build --release --bins -p e2e -p tapp-controller -p addon-bench
 //! target/release/tapp-bench [--tapps 1000] [--pods 10] [--nodes 20]
 //! ```
 //! Starts the `sandbox` binary (API server + simulated scheduler and kubelets, plain HTTP) and
@@ -44,15 +46,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use addon_common::api::{all_crds, tapp::TApp};
-use addon_common::testing::{KillOnDrop, read_kubeconfig};
+use addon_bench::{free_port, install_crds, start_sandbox, usage};
+use addon_common::api::tapp::TApp;
+use addon_common::testing::KillOnDrop;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::{
-    api::core::v1::Pod,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -271,12 +271,6 @@ fn wakeups(pid: u32) -> u64 {
         .sum()
 }
 
-/// CPU seconds and (RSS, peak RSS) in MiB of a process.
-fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
-    let u = addon_common::testing::process_usage(pid)?;
-    Ok((u.cpu_seconds, u.rss_mib, u.peak_rss_mib))
-}
-
 /// Requests seen by the proxy, by "METHOD resource[/subresource] [list|watch]".
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
@@ -424,12 +418,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn total(counts: &BTreeMap<String, u64>) -> u64 {
     counts.values().sum()
 }
@@ -487,6 +475,43 @@ fn pod_rolled(p: &Pod, image: &str) -> bool {
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     on_image && ready && p.metadata.deletion_timestamp.is_none()
+}
+
+/// Whether each object of a watch passes a test, by name.
+type Judged = Arc<Mutex<HashMap<String, bool>>>;
+
+/// Follows the objects `api` lists and watches with `config`: name → `judge(object)`, kept up
+/// to date by a task (abort it when done).
+fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    judge: impl Fn(&K) -> bool + Send + 'static,
+) -> (Judged, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let state: Judged = Arc::default();
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, config).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                match ev {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                        s.insert(o.meta().name.clone().unwrap_or_default(), judge(&o));
+                    }
+                    watcher::Event::Delete(o) => {
+                        s.remove(&o.meta().name.clone().unwrap_or_default());
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    (state, task)
 }
 
 /// Polls `done` every 100 ms until it is true; the elapsed time since `start`.
@@ -571,29 +596,13 @@ async fn run_once(
     let kubeconfig = work.join("kubeconfig");
     let proxied_kubeconfig = work.join("kubeconfig-proxied");
 
-    let sandbox = KillOnDrop(
-        pinned(bin_dir.join("sandbox"), cpus.map(|i| i.sandbox.as_str()))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--insecure-http",
-                "--kubeconfig-out",
-            ])
-            .arg(&kubeconfig)
-            .args(["--nodes", &args.nodes.to_string()])
-            .args(["--node-capacity", "pods=1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {}/sandbox (build it: cargo build --release -p e2e --bin sandbox)",
-                    bin_dir.display()
-                )
-            })?,
-    );
+    let mut command = pinned(bin_dir.join("sandbox"), cpus.map(|i| i.sandbox.as_str()));
+    command
+        .arg("--insecure-http")
+        .args(["--nodes", &args.nodes.to_string()])
+        .args(["--node-capacity", "pods=1000"]);
+    let (sandbox, kc) = start_sandbox(command, bin_dir, &kubeconfig).await?;
     let sandbox_pid = sandbox.0.id();
-    let kc = read_kubeconfig(&kubeconfig, Duration::from_secs(30)).await?;
     let config =
         kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default()).await?;
     let upstream: SocketAddr = {
@@ -620,17 +629,8 @@ async fn run_once(
     std::fs::write(&proxied_kubeconfig, serde_json::to_vec(&proxied)?)?;
 
     let client = Client::try_from(config)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
-        crds.create(&PostParams::default(), &crd).await?;
-    }
+    install_crds(&client).await?;
     let tapps: Api<TApp> = Api::namespaced(client.clone(), "default");
-    for _ in 0..100 {
-        if tapps.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let controller = KillOnDrop(
@@ -666,27 +666,7 @@ async fn run_once(
     let startup = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
 
     // Watch the TApps for the whole run.
-    let tapp_state: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
-    let watch_tapps = {
-        let (api, state) = (tapps.clone(), tapp_state.clone());
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                let Ok(ev) = ev else { continue };
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                match ev {
-                    watcher::Event::Apply(t) | watcher::Event::InitApply(t) => {
-                        s.insert(t.metadata.name.clone().unwrap_or_default(), tapp_ready(&t));
-                    }
-                    watcher::Event::Delete(t) => {
-                        s.remove(&t.metadata.name.clone().unwrap_or_default());
-                    }
-                    _ => {}
-                }
-            }
-        })
-    };
+    let (tapp_state, watch_tapps) = follow(tapps.clone(), watcher::Config::default(), tapp_ready);
     let (n, m) = (args.tapps, args.pods);
     let timeout = Duration::from_secs(args.timeout);
     let ready_count = {
@@ -742,35 +722,12 @@ async fn run_once(
 
     // Phase 2: change every TApp's image, wait for every pod to run it.
     eprintln!("phase 2: in-place rollout of every TApp to {image2}…");
-    let pod_state: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let watch_pods = {
-        let state = pod_state.clone();
-        tokio::spawn(async move {
-            let stream = watcher(
-                pods,
-                watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
-            )
-            .default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                let Ok(ev) = ev else { continue };
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                match ev {
-                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                        s.insert(
-                            p.metadata.name.clone().unwrap_or_default(),
-                            pod_rolled(&p, image2),
-                        );
-                    }
-                    watcher::Event::Delete(p) => {
-                        s.remove(&p.metadata.name.clone().unwrap_or_default());
-                    }
-                    _ => {}
-                }
-            }
-        })
-    };
+    let (pod_state, watch_pods) = follow(
+        pods,
+        watcher::Config::default().labels(addon_common::api::tapp::INSTANCE_ID_LABEL),
+        move |p: &Pod| pod_rolled(p, image2),
+    );
     let start2 = Instant::now();
     stream::iter(0..n)
         .map(|i| {
