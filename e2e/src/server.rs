@@ -18,6 +18,7 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{
     self, DeleteOutcome, Propagation, Store, is_deleting, meta_mut, meta_str, rv_of,
 };
+use crate::strategy::{self, Action};
 use crate::validation::{Mode, Outcome, Walker};
 use crate::{openapi, table, watch};
 
@@ -82,13 +83,16 @@ impl Default for ApiServer {
 impl ApiServer {
     /// A new server with the built-in resources and the default namespaces.
     pub fn new(config: Config) -> Self {
+        let registry = Registry::with_builtins(strategy::Options {
+            graceful_pod_deletion: config.graceful_pod_deletion,
+        });
         let store = Arc::new(Store::new(
             config.history_limit,
-            config.graceful_pod_deletion,
+            registry.storage_strategies(),
         ));
         let shared = Arc::new(Shared {
             faults: Faults::new(store.clone()),
-            registry: Registry::with_builtins(),
+            registry,
             store,
             config,
             hooks: RwLock::new(Vec::new()),
@@ -666,20 +670,13 @@ impl Api {
                 Ok(json_response(StatusCode::OK, &self.scale_of(&obj), &[]))
             }
             ("POST", None, None) if self.info.is_review() => self.review(ctx),
-            ("POST", Some(n), Some(s))
-                if s == "token"
-                    && self.info.group.is_empty()
-                    && self.info.plural == "serviceaccounts" =>
-            {
-                self.token_request(ctx, &n)
-            }
             ("POST", None, None) => self.create(ctx).await,
-            ("POST", Some(n), Some(s)) if s == "binding" && self.is_pods() => {
-                self.bind(ctx, &n).await
-            }
-            ("POST", Some(n), Some(s)) if s == "eviction" && self.is_pods() => {
-                self.evict(ctx, &n).await
-            }
+            ("POST", Some(n), Some(s)) => match self.info.strategy.action(&s) {
+                Some(Action::Token) => self.token_request(ctx, &n),
+                Some(Action::Bind) => self.bind(ctx, &n).await,
+                Some(Action::Evict) => self.evict(ctx, &n).await,
+                None => Err(ApiError::method_not_allowed()),
+            },
             ("PUT", Some(n), sub) => {
                 if let Some(s) = &sub
                     && !self.sub_allowed(s)
@@ -707,36 +704,10 @@ impl Api {
     fn review(&self, ctx: &mut Ctx) -> ApiResult<Response> {
         let mut obj = parse_body(ctx)?;
         self.check_type(&mut obj)?;
-        let status = match self.info.kind.as_str() {
-            "SelfSubjectRulesReview" => json!({
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                "incomplete": false,
-            }),
-            "SelfSubjectReview" => {
-                json!({"userInfo": {"username": ctx.user, "groups": ["system:masters", "system:authenticated"]}})
-            }
-            "TokenReview" => {
-                let token = obj
-                    .pointer("/spec/token")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let ok = self
-                    .shared
-                    .config
-                    .token
-                    .as_deref()
-                    .is_none_or(|t| t == token);
-                if ok {
-                    json!({"authenticated": true, "user": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}})
-                } else {
-                    json!({"authenticated": false, "error": "invalid bearer token"})
-                }
-            }
-            _ => {
-                json!({"allowed": true, "reason": "the emulated API server does not enforce authorization"})
-            }
-        };
+        let status =
+            self.info
+                .strategy
+                .review_status(&obj, &ctx.user, self.shared.config.token.as_deref());
         obj["status"] = status;
         Ok(json_response(StatusCode::CREATED, &obj, &[]))
     }
@@ -773,18 +744,8 @@ impl Api {
         Ok(json_response(StatusCode::CREATED, &req, &[]))
     }
 
-    fn is_pods(&self) -> bool {
-        self.info.group.is_empty() && self.info.plural == "pods"
-    }
-
     fn sub_allowed(&self, s: &str) -> bool {
-        match s {
-            "status" => self.info.status,
-            "scale" => self.info.scale.is_some(),
-            "finalize" => self.info.group.is_empty() && self.info.plural == "namespaces",
-            "resize" => self.is_pods(),
-            _ => false,
-        }
+        self.info.strategy.allows_subresource(&self.info, s)
     }
 
     fn require_scale(&self) -> ApiResult<()> {
@@ -1081,11 +1042,7 @@ impl Api {
                 && s.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && s.ends_with(|c: char| c.is_ascii_alphanumeric())
         };
-        let lenient = self.info.group.is_empty()
-            && matches!(self.info.plural.as_str(), "events" | "nodes")
-            || self.info.group.starts_with("rbac")
-            || self.info.plural == "leases";
-        if !lenient && !re_ok(name) {
+        if !self.info.strategy.lenient_names() && !re_ok(name) {
             causes.push(Cause::new(
                 "FieldValueInvalid",
                 "metadata.name",
@@ -1179,92 +1136,14 @@ impl Api {
         }
     }
 
-    fn is_crd_kind(&self) -> bool {
-        self.info.group == "apiextensions.k8s.io" && self.info.plural == "customresourcedefinitions"
-    }
-
-    /// Built-in strategy on create: status reset, defaults, CRD conditions.
-    fn prepare_create(&self, obj: &mut Value) -> ApiResult<()> {
-        if self.info.status
-            && !matches!(
-                self.info.plural.as_str(),
-                "nodes" | "customresourcedefinitions"
-            )
-        {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
-            match (self.info.group.as_str(), self.info.plural.as_str()) {
-                ("", "pods") => obj["status"] = json!({"phase": "Pending"}),
-                ("", "namespaces") => {
-                    obj["status"] = json!({"phase": "Active"});
-                    obj["spec"]["finalizers"] = json!(["kubernetes"]);
-                    let name = meta_str(obj, "name").unwrap_or_default().to_string();
-                    let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
-                    labels["kubernetes.io/metadata.name"] = json!(name);
-                }
-                ("", "persistentvolumeclaims") => obj["status"] = json!({"phase": "Pending"}),
-                _ => {}
-            }
-        }
-        if !self.info.crd {
-            defaults::apply(&self.info.group, &self.info.plural, obj);
-        }
-        if self.info.group.is_empty() && self.info.plural == "services" {
-            defaults::allocate_service(obj);
-        }
-        if self.is_crd_kind() {
-            crate::registry::crd_resources(obj)?;
-            let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
-            let storage: Vec<Value> = obj
-                .pointer("/spec/versions")
-                .and_then(Value::as_array)
-                .map(|vs| {
-                    vs.iter()
-                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-                        .filter_map(|v| v.get("name").cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let now = store::now_ts();
-            obj["status"] = json!({
-                "acceptedNames": names,
-                "storedVersions": storage,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts", "message": "no conflicts found"},
-                    {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}
-                ]
-            });
-        }
-        Ok(())
-    }
-
     fn after_write(&self, obj: &Value) {
-        if self.is_crd_kind()
-            && !is_deleting(obj)
-            && let Ok(infos) = crate::registry::crd_resources(obj)
-            && let Some(first) = infos.first()
-        {
-            let (g, p) = (first.group.clone(), first.plural.clone());
-            self.shared.registry.set_crd(&g, &p, infos);
-        }
+        self.info.strategy.after_write(&self.shared.registry, obj);
     }
 
     fn after_delete(&self, obj: &Value) {
-        if self.is_crd_kind() {
-            let g = obj
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let p = obj
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            self.shared.store.drop_all(&GroupResource::new(&g, &p));
-            self.shared.registry.remove_crd(&g, &p);
-        }
+        self.info
+            .strategy
+            .after_delete(&self.shared.registry, &self.shared.store, obj);
     }
 
     async fn create(&self, ctx: &mut Ctx) -> ApiResult<Response> {
@@ -1330,7 +1209,7 @@ impl Api {
             }
         }
         let mut obj = defaults_meta(obj, self.info.tracks_generation);
-        self.prepare_create(&mut obj)?;
+        self.info.strategy.prepare_create(&self.info, &mut obj)?;
         let mut req = self.admission_request(Operation::Create, None, ctx, &name, Some(obj), None);
         self.run_hooks(&mut req).await?;
         let mut obj = req.object.take().unwrap_or(Value::Null);
@@ -1420,108 +1299,16 @@ impl Api {
             .unwrap_or(json!(self.info.api_version()));
         new["kind"] = json!(self.info.kind);
         match sub {
-            Some("status") => {
-                // only status changes
-                let status = new.get("status").cloned();
-                let mf = new.pointer("/metadata/managedFields").cloned();
-                new = (**cur).clone();
-                match status {
-                    Some(s) => new["status"] = s,
-                    None => {
-                        if let Some(m) = new.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-                if let Some(mf) = mf {
-                    meta_mut(&mut new).insert("managedFields".into(), mf);
-                }
-            }
-            Some("scale") => {}
-            Some("resize") => {
-                // only containers' resources (and resizePolicy) change through pods/resize
-                let wanted = new
-                    .pointer("/spec/containers")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                new = (**cur).clone();
-                if let Some(cs) = new
-                    .pointer_mut("/spec/containers")
-                    .and_then(Value::as_array_mut)
-                {
-                    for c in cs {
-                        let name = c.get("name").cloned();
-                        if let Some(w) = wanted.iter().find(|w| w.get("name") == name.as_ref()) {
-                            for k in ["resources", "resizePolicy"] {
-                                match w.get(k) {
-                                    Some(v) => c[k] = v.clone(),
-                                    None => {
-                                        if let Some(m) = c.as_object_mut() {
-                                            m.remove(k);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Some("finalize") => {
-                let fins = new.pointer("/spec/finalizers").cloned();
-                new = (**cur).clone();
-                match fins {
-                    Some(f) => new["spec"]["finalizers"] = f,
-                    None => {
-                        if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                            s.remove("finalizers");
-                        }
-                    }
-                }
-            }
-            _ => {
-                if self.info.status {
-                    match cur.get("status") {
-                        Some(s) => new["status"] = s.clone(),
-                        None => {
-                            if let Some(m) = new.as_object_mut() {
-                                m.remove("status");
-                            }
-                        }
-                    }
-                }
-                if self.is_crd_kind() {
-                    crate::registry::crd_resources(&new)?;
-                    if let Some(s) = cur.get("status") {
-                        new["status"] = s.clone();
-                    }
-                    new["status"]["acceptedNames"] =
-                        new.pointer("/spec/names").cloned().unwrap_or(json!({}));
-                }
-                if self.info.group.is_empty() && self.info.plural == "services" {
-                    // an update without clusterIP keeps the allocated one (as upstream)
-                    let empty = new
-                        .pointer("/spec/clusterIP")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty);
-                    if empty && let Some(ip) = cur.pointer("/spec/clusterIP").cloned() {
-                        new["spec"]["clusterIP"] = ip;
-                        new["spec"]["clusterIPs"] = cur
-                            .pointer("/spec/clusterIPs")
-                            .cloned()
-                            .unwrap_or(Value::Null);
-                    }
-                }
-                if !self.info.crd {
-                    defaults::apply(&self.info.group, &self.info.plural, &mut new);
-                }
-            }
+            Some(sub) => new = self.info.strategy.subresource_update(sub, cur, new),
+            None => self
+                .info
+                .strategy
+                .prepare_update(&self.info, cur, &mut new)?,
         }
         // immutable fields of built-ins (main resource writes only)
         if sub.is_none()
             && !self.info.crd
-            && let Some((field, msg)) =
-                defaults::immutable_violation(&self.info.group, &self.info.plural, cur, &new)
+            && let Some((field, msg)) = self.info.strategy.validate_update(cur, &new)
         {
             return Err(self
                 .info
@@ -1993,12 +1780,7 @@ impl Api {
             DeleteOutcome::Pending(obj) => Ok(self.object_response(ctx, StatusCode::OK, &obj, &[])),
             DeleteOutcome::Deleted(obj) => {
                 self.after_delete(&obj);
-                if self.info.crd
-                    || matches!(
-                        self.info.plural.as_str(),
-                        "pods" | "services" | "customresourcedefinitions"
-                    )
-                {
+                if self.info.crd || self.info.strategy.delete_returns_object() {
                     Ok(self.object_response(ctx, StatusCode::OK, &obj, &[]))
                 } else {
                     let body = status_success(
@@ -2173,8 +1955,6 @@ impl Api {
         Ok(json_response(StatusCode::CREATED, &body, &[]))
     }
 }
-
-use crate::defaults;
 
 #[cfg(test)]
 mod tests {
