@@ -46,6 +46,9 @@ pub struct Config {
     pub graceful_pod_deletion: bool,
     /// Version reported by `/version`.
     pub git_version: String,
+    /// Cluster and context name in the kubeconfig `serve_tcp` writes (the user is
+    /// `<name>-admin`): servers with different names merge into one kubeconfig.
+    pub name: String,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             default_watch_timeout: Duration::from_secs(1800),
             graceful_pod_deletion: false,
             git_version: "v1.33.0-emulated".into(),
+            name: "e2e".into(),
         }
     }
 }
