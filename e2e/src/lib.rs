@@ -19,6 +19,7 @@ pub mod registry;
 pub mod selectors;
 pub mod server;
 pub mod store;
+pub mod strategy;
 pub mod table;
 pub mod tls;
 pub mod validation;

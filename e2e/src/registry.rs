@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 
 use crate::errors::{ApiError, ApiResult, Cause};
+use crate::strategy::{self, Strategy};
 
 /// Storage key: group + plural resource name (shared by all versions of a resource).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +51,19 @@ pub struct ExtraSubresource {
     pub kind: String,
     /// Verbs.
     pub verbs: Vec<String>,
+}
+
+impl ExtraSubresource {
+    /// A subresource `name` whose request body is `group/version` `kind`.
+    pub fn new(name: &str, group: &str, version: &str, kind: &str, verbs: &[&str]) -> Self {
+        ExtraSubresource {
+            name: name.into(),
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            verbs: s(verbs),
+        }
+    }
 }
 
 /// CRD `additionalPrinterColumns` entry.
@@ -108,6 +122,8 @@ pub struct ResourceInfo {
     pub printer_columns: Vec<PrinterColumn>,
     /// Is this the storage version (CRDs).
     pub storage: bool,
+    /// The resource's rules (defaults, what writes may change, what a delete does).
+    pub strategy: Arc<dyn Strategy>,
 }
 
 impl ResourceInfo {
@@ -176,7 +192,7 @@ struct B<'a> {
     def: &'a str,
 }
 
-fn builtin(b: B<'_>) -> ResourceInfo {
+fn builtin(b: B<'_>, opts: strategy::Options) -> ResourceInfo {
     let (group, version) = match b.gv.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (String::new(), b.gv.to_string()),
@@ -186,48 +202,8 @@ fn builtin(b: B<'_>) -> ResourceInfo {
         status_replicas_path: ".status.replicas".into(),
         label_selector_path: Some(".spec.selector".into()),
     });
-    let mut extra = Vec::new();
-    if b.plural == "pods" {
-        extra.push(ExtraSubresource {
-            name: "binding".into(),
-            group: String::new(),
-            version: "v1".into(),
-            kind: "Binding".into(),
-            verbs: s(&["create"]),
-        });
-        extra.push(ExtraSubresource {
-            name: "resize".into(),
-            group: String::new(),
-            version: "v1".into(),
-            kind: "Pod".into(),
-            verbs: s(&["get", "patch", "update"]),
-        });
-        extra.push(ExtraSubresource {
-            name: "eviction".into(),
-            group: "policy".into(),
-            version: "v1".into(),
-            kind: "Eviction".into(),
-            verbs: s(&["create"]),
-        });
-    }
-    if b.plural == "serviceaccounts" {
-        extra.push(ExtraSubresource {
-            name: "token".into(),
-            group: "authentication.k8s.io".into(),
-            version: "v1".into(),
-            kind: "TokenRequest".into(),
-            verbs: s(&["create"]),
-        });
-    }
-    if b.plural == "namespaces" {
-        extra.push(ExtraSubresource {
-            name: "finalize".into(),
-            group: String::new(),
-            version: "v1".into(),
-            kind: "Namespace".into(),
-            verbs: s(&["update"]),
-        });
-    }
+    let strategy = strategy::for_builtin(&group, b.plural, opts);
+    let extra = strategy.extra_subresources();
     let tracks_generation = b.status
         && !matches!(
             b.plural,
@@ -255,23 +231,27 @@ fn builtin(b: B<'_>) -> ResourceInfo {
         definition: Some(b.def.into()),
         printer_columns: vec![],
         storage: true,
+        strategy,
     }
 }
 
 /// Create-only review resources answered without storage (authorization is not enforced).
 fn reviews() -> Vec<ResourceInfo> {
     let mk = |gv: &str, kind: &str, plural: &str, namespaced: bool, def: &str| {
-        let mut i = builtin(B {
-            gv,
-            kind,
-            plural,
-            short: &[],
-            namespaced,
-            status: false,
-            scale: false,
-            all: false,
-            def,
-        });
+        let mut i = builtin(
+            B {
+                gv,
+                kind,
+                plural,
+                short: &[],
+                namespaced,
+                status: false,
+                scale: false,
+                all: false,
+                def,
+            },
+            strategy::Options::default(),
+        );
         i.verbs = s(&["create"]);
         i.tracks_generation = false;
         i
@@ -329,17 +309,17 @@ impl ResourceInfo {
     }
 }
 
-/// The built-in resources served from start.
-pub fn builtins() -> Vec<ResourceInfo> {
-    let mut all = stored_builtins();
+/// The built-in resources served from start, with new strategies (allocators) of their own.
+pub fn builtins(opts: strategy::Options) -> Vec<ResourceInfo> {
+    let mut all = stored_builtins(opts);
     all.extend(reviews());
     all
 }
 
-fn stored_builtins() -> Vec<ResourceInfo> {
+fn stored_builtins(opts: strategy::Options) -> Vec<ResourceInfo> {
     macro_rules! r {
         ($gv:expr, $kind:expr, $plural:expr, [$($sh:expr),*], ns=$ns:expr, status=$st:expr, scale=$sc:expr, all=$all:expr, $def:expr) => {
-            builtin(B { gv: $gv, kind: $kind, plural: $plural, short: &[$($sh),*], namespaced: $ns, status: $st, scale: $sc, all: $all, def: $def })
+            builtin(B { gv: $gv, kind: $kind, plural: $plural, short: &[$($sh),*], namespaced: $ns, status: $st, scale: $sc, all: $all, def: $def }, opts)
         };
     }
     vec![
@@ -786,12 +766,22 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl Registry {
     /// Registry with the built-in kinds.
-    pub fn with_builtins() -> Self {
+    pub fn with_builtins(opts: strategy::Options) -> Self {
         let r = Registry::default();
-        for info in builtins() {
+        for info in builtins(opts) {
             r.add(info);
         }
         r
+    }
+
+    /// The strategy of each stored resource, by storage key (what the storage asks on deletes).
+    pub fn storage_strategies(&self) -> strategy::ByResource {
+        let mut out = strategy::ByResource::new();
+        for info in read(&self.inner).resources.values() {
+            out.entry(info.gr())
+                .or_insert_with(|| info.strategy.clone());
+        }
+        out
     }
 
     /// Add (or replace) a resource version.
@@ -1274,6 +1264,7 @@ pub fn crd_resources(crd: &Value) -> ApiResult<Vec<ResourceInfo>> {
             definition: None,
             printer_columns,
             storage: v.get("storage").and_then(Value::as_bool).unwrap_or(false),
+            strategy: strategy::custom(),
         });
     }
     // Kubernetes version priority: GA > beta > alpha, higher numbers first.

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::errors::{ApiError, ApiResult};
 use crate::registry::GroupResource;
+use crate::strategy::{ByResource, Cleanup, DeleteStep};
 
 /// (namespace or "", name)
 pub type ObjKey = (String, String);
@@ -143,7 +144,8 @@ struct Inner {
     dependents: HashMap<String, BTreeSet<(GroupResource, ObjKey)>>,
     work: VecDeque<Work>,
     history_limit: usize,
-    graceful_pods: bool,
+    /// What is special about deleting an object, by resource (pods, namespaces).
+    strategies: ByResource,
 }
 
 /// The storage.
@@ -249,8 +251,9 @@ pub struct WatchStart {
 }
 
 impl Store {
-    /// A new store with the given per-resource history limit.
-    pub fn new(history_limit: usize, graceful_pods: bool) -> Self {
+    /// A new store with the given per-resource history limit; `strategies` say what is special
+    /// about deleting an object of a resource (one not listed has no special rules).
+    pub fn new(history_limit: usize, strategies: ByResource) -> Self {
         Store {
             inner: Mutex::new(Inner {
                 rv: 1,
@@ -259,7 +262,7 @@ impl Store {
                 dependents: HashMap::new(),
                 work: VecDeque::new(),
                 history_limit: history_limit.max(16),
-                graceful_pods,
+                strategies,
             }),
         }
     }
@@ -363,32 +366,24 @@ impl Store {
         {
             return Err(ApiError::stale(&gr.group, &gr.resource, &key.1));
         }
-        let ns_blocked = *gr == ns_gr()
-            && obj
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let out = if is_deleting(&obj)
-            && finalizers(&obj).is_empty()
-            && !ns_blocked
-            && !g.graceful_pending(gr, &obj)
-        {
-            g.put(gr, key.clone(), obj, Some(cur));
-            g.remove(gr, &key).unwrap_or_default()
-        } else {
-            let out = g.put(gr, key, obj, Some(cur));
-            if is_deleting(&out) {
-                let uid = meta_str(&out, "uid").unwrap_or_default().to_string();
-                let f = finalizers(&out);
-                if f.iter().any(|x| x == "foregroundDeletion") {
-                    g.work.push_back(Work::Foreground(uid.clone()));
+        let out =
+            if is_deleting(&obj) && finalizers(&obj).is_empty() && !g.removal_blocked(gr, &obj) {
+                g.put(gr, key.clone(), obj, Some(cur));
+                g.remove(gr, &key).unwrap_or_default()
+            } else {
+                let out = g.put(gr, key, obj, Some(cur));
+                if is_deleting(&out) {
+                    let uid = meta_str(&out, "uid").unwrap_or_default().to_string();
+                    let f = finalizers(&out);
+                    if f.iter().any(|x| x == "foregroundDeletion") {
+                        g.work.push_back(Work::Foreground(uid.clone()));
+                    }
+                    if f.iter().any(|x| x == "orphan") {
+                        g.work.push_back(Work::Orphan(uid));
+                    }
                 }
-                if f.iter().any(|x| x == "orphan") {
-                    g.work.push_back(Work::Orphan(uid));
-                }
-            }
-            out
-        };
+                out
+            };
         g.process();
         Ok(out)
     }
@@ -543,15 +538,10 @@ impl Inner {
             .or_insert_with(|| Table::new(0))
     }
 
-    fn graceful_pending(&self, gr: &GroupResource, obj: &Value) -> bool {
-        self.graceful_pods
-            && gr.group.is_empty()
-            && gr.resource == "pods"
-            && obj
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                > 0
+    fn removal_blocked(&self, gr: &GroupResource, obj: &Value) -> bool {
+        self.strategies
+            .get(gr)
+            .is_some_and(|st| st.removal_blocked(obj))
     }
 
     fn emit(&mut self, gr: &GroupResource, ev: StoredEvent) {
@@ -691,44 +681,18 @@ impl Inner {
         let mut fins = finalizers(&obj);
         let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
         let now = now_ts();
-        if *gr == ns_gr() {
-            if !deleting {
-                let m = meta_mut(&mut obj);
-                m.insert("deletionTimestamp".into(), json!(now));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                obj["spec"]["finalizers"] = json!(["kubernetes"]);
-                obj["status"]["phase"] = json!("Terminating");
+        let step = match self.strategies.get(gr) {
+            Some(st) => st.delete(&obj, deleting, grace),
+            None => DeleteStep::Standard,
+        };
+        match step {
+            DeleteStep::Standard => {}
+            DeleteStep::Keep => return Ok(DeleteOutcome::Pending(cur)),
+            DeleteStep::Mark { obj, cleanup } => {
                 let out = self.put(gr, key.clone(), obj, Some(cur));
-                self.work.push_back(Work::Namespace(key.1.clone()));
-                return Ok(DeleteOutcome::Pending(out));
-            }
-            return Ok(DeleteOutcome::Pending(cur));
-        }
-        let is_pod = gr.group.is_empty() && gr.resource == "pods";
-        if is_pod && self.graceful_pods {
-            let bound = obj
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty());
-            let terminal = matches!(
-                obj.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            );
-            let grace = grace.unwrap_or_else(|| {
-                obj.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(30)
-            });
-            if bound && !terminal && grace > 0 {
-                if deleting {
-                    return Ok(DeleteOutcome::Pending(cur));
+                if cleanup == Cleanup::NamespaceContents {
+                    self.work.push_back(Work::Namespace(key.1.clone()));
                 }
-                let ts = (chrono::Utc::now() + chrono::Duration::seconds(grace))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let m = meta_mut(&mut obj);
-                m.insert("deletionTimestamp".into(), json!(ts));
-                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                let out = self.put(gr, key.clone(), obj, Some(cur));
                 return Ok(DeleteOutcome::Pending(out));
             }
         }

@@ -133,8 +133,8 @@ impl Drop for RunningServer {
     }
 }
 
-/// Render a kubeconfig.
-pub fn kubeconfig(url: &str, ca_pem: Option<&str>, token: Option<&str>) -> String {
+/// Render a kubeconfig whose cluster and context are named `name` (the user `<name>-admin`).
+pub fn kubeconfig(name: &str, url: &str, ca_pem: Option<&str>, token: Option<&str>) -> String {
     let mut cluster = serde_json::json!({"server": url});
     if let Some(ca) = ca_pem {
         cluster["certificate-authority-data"] =
@@ -144,16 +144,47 @@ pub fn kubeconfig(url: &str, ca_pem: Option<&str>, token: Option<&str>) -> Strin
         Some(t) => serde_json::json!({"token": t}),
         None => serde_json::json!({"token": "e2e-no-auth"}),
     };
+    let admin = format!("{name}-admin");
     let v = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": cluster}],
-        "users": [{"name": "e2e-admin", "user": user}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e-admin", "namespace": "default"}}],
-        "current-context": "e2e",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": admin, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": admin, "namespace": "default"}}],
+        "current-context": name,
         "preferences": {},
     });
     serde_yaml::to_string(&v).unwrap_or_default()
+}
+
+/// One kubeconfig with the clusters, users and contexts of all of `kubeconfigs` (their names
+/// must differ: give each server its own [`Config::name`](crate::Config)); the current context
+/// is the first one's.
+pub fn merge_kubeconfigs(kubeconfigs: &[&str]) -> anyhow::Result<String> {
+    let mut merged = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [],
+        "preferences": {},
+    });
+    let mut names = std::collections::BTreeSet::new();
+    for (i, kc) in kubeconfigs.iter().enumerate() {
+        let v: serde_json::Value = serde_yaml::from_str(kc).context("parsing a kubeconfig")?;
+        if i == 0 {
+            merged["current-context"] = v["current-context"].clone();
+        }
+        for list in ["clusters", "users", "contexts"] {
+            for entry in v[list].as_array().into_iter().flatten() {
+                let name = entry["name"].as_str().unwrap_or_default().to_string();
+                anyhow::ensure!(
+                    names.insert((list, name.clone())),
+                    "two kubeconfigs name a {list} entry {name:?}"
+                );
+                if let Some(a) = merged[list].as_array_mut() {
+                    a.push(entry.clone());
+                }
+            }
+        }
+    }
+    Ok(serde_yaml::to_string(&merged)?)
 }
 
 impl ApiServer {
@@ -196,7 +227,12 @@ impl ApiServer {
             host,
             addr.port()
         );
-        let kubeconfig = kubeconfig(&url, ca_pem.as_deref(), self.config().token.as_deref());
+        let kubeconfig = kubeconfig(
+            &self.config().name,
+            &url,
+            ca_pem.as_deref(),
+            self.config().token.as_deref(),
+        );
         *self
             .shared
             .kubeconfig

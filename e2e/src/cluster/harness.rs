@@ -76,8 +76,15 @@ impl std::fmt::Debug for Sandbox {
 
 impl Sandbox {
     /// Starts an API server on 127.0.0.1 (free port, HTTPS) with a simulated cluster, or uses
-    /// `E2E_KUBECONFIG` when set.
+    /// `E2E_KUBECONFIG` when set. Its kubeconfig's cluster and context are named `e2e`.
     pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Sandbox> {
+        Self::start_named("e2e", cfg).await
+    }
+
+    /// Like [`Sandbox::start`], with the kubeconfig's cluster and context named `name` (the user
+    /// `<name>-admin`): sandboxes with different names are independent clusters in one process
+    /// whose kubeconfigs merge into one ([`crate::tls::merge_kubeconfigs`]).
+    pub async fn start_named(name: &str, cfg: ClusterConfig) -> anyhow::Result<Sandbox> {
         let dir = ScratchDir::new("e2e-sandbox")?;
         if let Some(kc) = std::env::var_os("E2E_KUBECONFIG").filter(|v| !v.is_empty()) {
             return Ok(Sandbox {
@@ -91,6 +98,7 @@ impl Sandbox {
         }
         let server = ApiServer::new(Config {
             graceful_pod_deletion: true,
+            name: name.to_string(),
             ..Default::default()
         });
         let running = server.serve_tcp("127.0.0.1:0".parse()?, true).await?;

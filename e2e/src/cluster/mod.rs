@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::ClusterArgs;
 pub use controllers::ControllersConfig;
-pub use kubelet::node::{Cidr, NodeSpec};
+pub use kubelet::node::{Cidr, NodeResources, NodeSpec};
 pub use scheduler::{ExtenderConfig, SchedulerConfig};
 pub use webhook::WebhookDispatcher;
 
@@ -239,6 +239,27 @@ impl SimCluster {
     /// lease, conditions go Unknown, unreachable taints are added) or Ready again (`true`).
     pub async fn set_node_ready(&self, name: &str, ready: bool) -> Result<(), ClusterError> {
         Ok(self.kubelets.set_node_ready(name, ready).await?)
+    }
+
+    /// Sets (`Some`) or removes (`None`) an extended resource (`tencent.com/vcuda-core`) of a
+    /// node's capacity and allocatable at run time, as a device plugin manager advertises it
+    /// through `nodes/status`. The kubelet keeps reporting it, the scheduler fits pods to it.
+    pub async fn set_extended_resource(
+        &self,
+        node: &str,
+        resource: &str,
+        capacity: Option<&str>,
+        allocatable: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        Ok(self
+            .kubelets
+            .set_extended_resource(node, resource, capacity, allocatable)
+            .await?)
+    }
+
+    /// A node's capacity and allocatable as its kubelet reports them now.
+    pub fn node_resources(&self, node: &str) -> Option<NodeResources> {
+        self.kubelets.node_resources(node)
     }
 
     /// The simulated nodes and whether each is Ready.

@@ -102,6 +102,19 @@ pub fn cond(p: &Pod, ty: &str) -> Option<String> {
         .map(|c| c.status.clone())
 }
 
+/// The message of `PodScheduled=False` with reason `Unschedulable`, once the scheduler set it.
+pub fn unschedulable_message(p: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let c = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
+        .clone();
+    (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.unwrap_or_default())
+}
+
 pub fn node_of(p: &Pod) -> Option<String> {
     p.spec.as_ref()?.node_name.clone()
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod multi;
 mod nodes;
 mod pods;
 mod scheduler;

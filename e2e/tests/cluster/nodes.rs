@@ -465,3 +465,130 @@ async fn sandbox_binary_as_a_child_process_with_a_state_file() {
         .unwrap();
     sb.stop_process().await.unwrap();
 }
+
+fn allocatable(n: &Node, resource: &str) -> Option<String> {
+    Some(
+        n.status
+            .as_ref()?
+            .allocatable
+            .as_ref()?
+            .get(resource)?
+            .0
+            .clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_resources_written_at_run_time_are_kept_and_scheduled() {
+    const VCUDA: &str = "tencent.com/vcuda-core";
+    let env = Env::start(ClusterConfig {
+        nodes: vec![NodeSpec::new("n0"), NodeSpec::new("n1")],
+        lease_interval: std::time::Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    // a device plugin manager advertises vcuda-core through nodes/status; the same write also
+    // changes cpu, which the kubelet owns
+    let patch = json!({"status": {
+        "capacity": {VCUDA: "400", "cpu": "1"},
+        "allocatable": {VCUDA: "400", "cpu": "1"},
+    }});
+    nodes
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // the kubelet's next status update puts its cpu back and keeps the extended resource
+    let n1 = wait_for("the kubelet to restore cpu", || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get("n1").await.unwrap();
+            (allocatable(&n, "cpu").as_deref() == Some("8")).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(allocatable(&n1, VCUDA).as_deref(), Some("400"));
+    let reported = env.cluster.node_resources("n1").unwrap();
+    assert_eq!(
+        reported.allocatable.get(VCUDA).map(String::as_str),
+        Some("400")
+    );
+    assert_eq!(reported.capacity.get("cpu").map(String::as_str), Some("8"));
+    // still there after more heartbeats (lease renewals)
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-node-lease");
+    let renewed = |l: Option<Lease>| l.and_then(|l| l.spec?.renew_time);
+    let mut last = renewed(leases.get_opt("n1").await.unwrap());
+    for _ in 0..3 {
+        let seen = last.clone();
+        last = Some(
+            wait_for("lease renewal", || {
+                let leases = leases.clone();
+                let seen = seen.clone();
+                async move {
+                    renewed(leases.get_opt("n1").await.unwrap())
+                        .filter(|t| seen.as_ref().is_none_or(|s| t.0 > s.0))
+                }
+            })
+            .await,
+        );
+    }
+    let n1 = nodes.get("n1").await.unwrap();
+    assert_eq!(allocatable(&n1, VCUDA).as_deref(), Some("400"));
+
+    // a pod requesting vcuda-core lands on the only node that has it
+    let mut p = simple_pod("gpu");
+    p["spec"]["containers"][0]["resources"] =
+        json!({"requests": {VCUDA: "100"}, "limits": {VCUDA: "100"}});
+    env.create_pod(p).await;
+    assert_eq!(env.wait_pod("default", "gpu", "bound", node_of).await, "n1");
+    // more than any node has: Pending with the scheduler's usual reason
+    let mut p = simple_pod("too-big");
+    p["spec"]["containers"][0]["resources"] =
+        json!({"requests": {VCUDA: "800"}, "limits": {VCUDA: "800"}});
+    env.create_pod(p).await;
+    let msg = env
+        .wait_pod("default", "too-big", "Unschedulable", unschedulable_message)
+        .await;
+    assert_eq!(
+        msg,
+        "0/2 nodes are available: 2 Insufficient tencent.com/vcuda-core."
+    );
+    let pending = env.pods("default").get("too-big").await.unwrap();
+    assert_eq!(phase(&pending), "Pending");
+    assert_eq!(node_of(&pending), None);
+
+    // the harness API (what gpu-manager's tests call): n0 gets 800, the pending pod fits there
+    env.cluster
+        .set_extended_resource("n0", VCUDA, Some("800"), Some("800"))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.wait_pod("default", "too-big", "bound", node_of).await,
+        "n0"
+    );
+    // removing it takes it out of the node's status (and the kubelet's state)
+    env.cluster
+        .set_extended_resource("n1", VCUDA, None, None)
+        .await
+        .unwrap();
+    let n1 = nodes.get("n1").await.unwrap();
+    assert_eq!(allocatable(&n1, VCUDA), None);
+    wait_for("the kubelet to drop it", || {
+        let gone = !env
+            .cluster
+            .node_resources("n1")
+            .unwrap()
+            .allocatable
+            .contains_key(VCUDA);
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(
+        env.cluster
+            .set_extended_resource("n0", "cpu", Some("2"), Some("2"))
+            .await
+            .is_err(),
+        "cpu is the kubelet's own"
+    );
+    env.cluster.shutdown().await;
+}

@@ -63,18 +63,12 @@ async fn default_filters_and_retry_when_a_node_appears() {
         "gpu"
     );
     let msg = env
-        .wait_pod("default", "gpu-untolerated", "Unschedulable", |p| {
-            let c = p
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
-                .clone();
-            (c.reason.as_deref() == Some("Unschedulable"))
-                .then(|| c.message.clone().unwrap_or_default())
-        })
+        .wait_pod(
+            "default",
+            "gpu-untolerated",
+            "Unschedulable",
+            unschedulable_message,
+        )
         .await;
     assert_eq!(
         msg,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use lifecycle::PodRuntime;
-use node::{Cidr, IpPool, NodeSpec};
+use node::{Cidr, IpPool, NodeResources, NodeSpec};
 
 use crate::cluster::util;
 use addon_common::watch as relist;
@@ -61,6 +61,10 @@ pub struct SimNode {
     pub pod_cidr: Cidr,
     /// Whether the kubelet is alive (posting status, running pods).
     pub ready: bool,
+    /// Capacity and allocatable as the kubelet reports them now: its own resources from the
+    /// spec, extended resources as last written through `nodes/status` (or
+    /// [`Kubelets::set_extended_resource`]).
+    pub resources: NodeResources,
     pool: IpPool,
 }
 
@@ -80,6 +84,17 @@ pub struct Kubelets {
     events: bool,
     hooks: Option<Arc<dyn KubeletHooks>>,
     resync_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+}
+
+/// A 404 for something that is not simulated.
+fn not_simulated(msg: &str) -> kube::Error {
+    sim_error(msg, "NotFound", 404)
+}
+
+fn sim_error(msg: &str, reason: &str, code: u16) -> kube::Error {
+    kube::Error::Api(Box::new(
+        kube::core::Status::failure(msg, reason).with_code(code),
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,6 +159,7 @@ impl Kubelets {
         lock(&self.nodes).insert(
             name,
             SimNode {
+                resources: NodeResources::of(&spec),
                 spec,
                 address,
                 pod_cidr,
@@ -193,16 +209,92 @@ impl Kubelets {
             nodes.get_mut(name).map(|n| n.ready = ready).is_some()
         };
         if !known {
-            return Err(kube::Error::Api(Box::new(
-                kube::core::Status::failure(&format!("node {name} is not simulated"), "NotFound")
-                    .with_code(404),
-            )));
+            return Err(not_simulated(&format!("node {name} is not simulated")));
         }
         node::set_reachable(&self.client, name, ready).await?;
         if ready {
             let _ = self.resync.send(());
         }
         Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the extended resource `resource` of node `name` in its
+    /// capacity and allocatable, as a device plugin manager does through `nodes/status`; the
+    /// kubelet keeps reporting it on later status updates.
+    pub async fn set_extended_resource(
+        &self,
+        name: &str,
+        resource: &str,
+        capacity: Option<&str>,
+        allocatable: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        if !node::is_extended(resource) {
+            return Err(sim_error(
+                &format!(
+                    "{resource} is not an extended resource (a domain-prefixed name outside kubernetes.io)"
+                ),
+                "BadRequest",
+                400,
+            ));
+        }
+        {
+            let mut nodes = lock(&self.nodes);
+            let n = nodes
+                .get_mut(name)
+                .ok_or_else(|| not_simulated(&format!("node {name} is not simulated")))?;
+            for (map, v) in [
+                (&mut n.resources.capacity, capacity),
+                (&mut n.resources.allocatable, allocatable),
+            ] {
+                match v {
+                    Some(q) => map.insert(resource.to_string(), q.to_string()),
+                    None => map.remove(resource),
+                };
+            }
+        }
+        let patch = serde_json::json!({"status": {
+            "capacity": {resource: capacity},
+            "allocatable": {resource: allocatable},
+        }});
+        Api::<Node>::all(self.client.clone())
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// The capacity and allocatable node `name`'s kubelet reports now.
+    pub fn node_resources(&self, name: &str) -> Option<NodeResources> {
+        lock(&self.nodes).get(name).map(|n| n.resources.clone())
+    }
+
+    /// The periodic node status update of every live node: extended resources written through
+    /// `nodes/status` are taken into the kubelet's state (and so kept), the kubelet's own
+    /// resources are written back when someone changed them.
+    pub async fn sync_node_status(&self) {
+        let live = self.live_nodes();
+        let api: Api<Node> = Api::all(self.client.clone());
+        for name in live {
+            let Ok(Some(obj)) = api.get_opt(&name).await else {
+                continue;
+            };
+            let patch = {
+                let mut nodes = lock(&self.nodes);
+                let Some(n) = nodes.get_mut(&name) else {
+                    continue;
+                };
+                n.resources.adopt_extended(obj.status.as_ref());
+                n.resources.native_patch(obj.status.as_ref())
+            };
+            let Some(mut patch) = patch else { continue };
+            // optimistic concurrency: a status written meanwhile is seen on the next update
+            patch["metadata"] = serde_json::json!({"resourceVersion": obj.resource_version()});
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(node = %name, error = %e, "updating node status");
+            }
+        }
     }
 
     /// Names and readiness of the simulated nodes.
@@ -213,13 +305,18 @@ impl Kubelets {
             .collect()
     }
 
-    /// Renews the Lease of every live node.
-    pub async fn renew_leases(&self, duration_secs: i32) {
-        let live: Vec<String> = lock(&self.nodes)
+    /// Names of the nodes whose kubelet is alive.
+    fn live_nodes(&self) -> Vec<String> {
+        lock(&self.nodes)
             .iter()
             .filter(|(_, n)| n.ready)
             .map(|(k, _)| k.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Renews the Lease of every live node.
+    pub async fn renew_leases(&self, duration_secs: i32) {
+        let live = self.live_nodes();
         let api: Api<Node> = Api::all(self.client.clone());
         for name in live {
             let uid = api
@@ -480,6 +577,7 @@ impl Kubelets {
             let secs = i32::try_from(lease_interval.as_secs().max(1) * 4).unwrap_or(40);
             loop {
                 me.renew_leases(secs).await;
+                me.sync_node_status().await;
                 // drop runtimes of pods that are gone
                 let live: std::collections::HashSet<String> =
                     store.state().iter().filter_map(|p| p.uid()).collect();

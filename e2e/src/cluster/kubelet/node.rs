@@ -90,6 +90,79 @@ impl NodeSpec {
     }
 }
 
+/// A node's capacity and allocatable as its kubelet reports them (quantities as strings).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeResources {
+    /// `status.capacity`.
+    pub capacity: BTreeMap<String, String>,
+    /// `status.allocatable`.
+    pub allocatable: BTreeMap<String, String>,
+}
+
+impl NodeResources {
+    /// The resources a node of shape `spec` starts with (allocatable = capacity).
+    pub fn of(spec: &NodeSpec) -> Self {
+        NodeResources {
+            capacity: spec.capacity.clone(),
+            allocatable: spec.capacity.clone(),
+        }
+    }
+
+    /// Takes the extended resources from what the Node object's status says now (written
+    /// through `nodes/status` by a device plugin manager or an operator); the kubelet's own
+    /// resources (cpu, memory, pods, ...) stay as they are.
+    pub fn adopt_extended(&mut self, status: Option<&k8s_openapi::api::core::v1::NodeStatus>) {
+        let observed = |m: Option<&BTreeMap<String, Quantity>>| -> BTreeMap<String, String> {
+            m.into_iter()
+                .flatten()
+                .filter(|(k, _)| is_extended(k))
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect()
+        };
+        let cap = observed(status.and_then(|s| s.capacity.as_ref()));
+        let alloc = observed(status.and_then(|s| s.allocatable.as_ref()));
+        for (mine, seen) in [(&mut self.capacity, cap), (&mut self.allocatable, alloc)] {
+            mine.retain(|k, _| !is_extended(k));
+            mine.extend(seen);
+        }
+    }
+
+    /// The merge patch of `nodes/status` that makes `status` report the kubelet's own
+    /// resources as in `self` (None when it already does). Extended resources are left alone.
+    pub fn native_patch(
+        &self,
+        status: Option<&k8s_openapi::api::core::v1::NodeStatus>,
+    ) -> Option<Value> {
+        let diff = |mine: &BTreeMap<String, String>, seen: Option<&BTreeMap<String, Quantity>>| {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in mine.iter().filter(|(k, _)| !is_extended(k)) {
+                if seen.and_then(|s| s.get(k)).map(|q| q.0.as_str()) != Some(v.as_str()) {
+                    patch.insert(k.clone(), json!(v));
+                }
+            }
+            for k in seen.into_iter().flatten().map(|(k, _)| k) {
+                if !is_extended(k) && !mine.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            patch
+        };
+        let cap = diff(&self.capacity, status.and_then(|s| s.capacity.as_ref()));
+        let alloc = diff(
+            &self.allocatable,
+            status.and_then(|s| s.allocatable.as_ref()),
+        );
+        (!cap.is_empty() || !alloc.is_empty())
+            .then(|| json!({"status": {"capacity": cap, "allocatable": alloc}}))
+    }
+}
+
+/// An extended resource (`example.com/foo`: a domain-prefixed name outside `kubernetes.io`),
+/// owned by whoever advertises it (a device plugin), not by the kubelet.
+pub fn is_extended(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/")
+}
+
 /// An IPv4 CIDR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
