@@ -91,7 +91,7 @@ for c in "${controllers[@]}"; do
   args=(--kubeconfig "$state/kubeconfig" --admin-address "127.0.0.1:$admin_port"
         --leader-elect-namespace kube-system)
   case "$c" in
-    tapp-controller) args+=(--webhook-address "") ;;
+    tapp-controller | cronhpa-controller) args+=(--webhook-address "") ;;
     galaxy-ipam) args+=(--port 32760 --api-port 9041) ;;
   esac
   say "starting $c (metrics on http://127.0.0.1:$admin_port/metrics)"

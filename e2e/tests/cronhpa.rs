@@ -281,7 +281,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_across_a_fire_time_fires_once_after_restart() {
     let s = setup(Duration::from_secs(5)).await;
-    let mut controller = start_controller(&s, &[]);
+    let mut controller = start_controller(&s, &["--webhook-address", ""]);
     // Let it start and sync, then kill it 2 s before the fire.
     wait_for(
         "the controller to record the next schedule",
@@ -455,6 +455,8 @@ spec:
             "false",
             "--clock-offset",
             &offset,
+            "--webhook-address",
+            "",
         ],
         &[],
     )

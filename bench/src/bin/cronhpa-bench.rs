@@ -185,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
                 "false",
                 "--log-filter",
                 "warn",
+                "--webhook-address",
+                "",
             ])
             .arg("--read-ahead")
             .arg(format!("{}ms", args.read_ahead.as_millis()))

@@ -3,7 +3,7 @@
 //! Every flag can also be set through the environment variable shown in `--help`, so the
 //! charts configure the controllers with `env:` as well as `args:`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 use kube::{
@@ -222,6 +222,154 @@ pub struct CommonArgs {
     pub leader_election: LeaderElectionArgs,
 }
 
+/// HTTPS address of every add-on's admission webhook unless `--webhook-address` says otherwise.
+pub const DEFAULT_WEBHOOK_ADDRESS: &str = "0.0.0.0:8443";
+
+/// The admission webhook of an add-on that has one: HTTPS, served by every replica (leading
+/// or not), the same flags in every add-on. `--webhook-address=""` turns it off.
+///
+/// The serving certificate comes from the first of:
+/// 1. `--webhook-cert-dir`: `tls.crt` and `tls.key` of a directory (a mounted
+///    `kubernetes.io/tls` Secret written by Helm or cert-manager), re-read when they change;
+/// 2. `--webhook-tls-cert-file` and `--webhook-tls-key-file`: two PEM files, re-read when
+///    they change;
+/// 3. otherwise a self-managed certificate: a CA and a serving certificate for the
+///    `--webhook-service` kept in the Secret `--webhook-cert-secret` (created when missing,
+///    renewed before it expires) and the CA patched into the `caBundle` of
+///    `--webhook-config-name`.
+///
+/// Names left unset default to the component's ([`crate::webhook::CertSource::of`]).
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct WebhookArgs {
+    /// HTTPS address of the admission webhook (every replica serves it); empty turns it off.
+    #[arg(
+        id = "webhook_address",
+        long = "webhook-address",
+        env = "WEBHOOK_ADDRESS",
+        value_name = "ADDRESS",
+        default_value = DEFAULT_WEBHOOK_ADDRESS,
+        value_parser = parse_optional_address
+    )]
+    pub address: ::std::option::Option<SocketAddr>,
+
+    /// Namespace of the webhook Service and of the self-managed certificate's Secret.
+    /// Defaults to $POD_NAMESPACE, then kube-system.
+    #[arg(
+        id = "webhook_namespace",
+        long = "webhook-namespace",
+        env = "WEBHOOK_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+
+    /// Name of the webhook Service: the self-managed certificate's DNS names
+    /// (<service>.<namespace>.svc) and the webhooks whose caBundle is patched. Defaults to
+    /// the component name.
+    #[arg(
+        id = "webhook_service",
+        long = "webhook-service",
+        env = "WEBHOOK_SERVICE",
+        value_name = "NAME"
+    )]
+    pub service: Option<String>,
+
+    /// Secret holding the self-managed CA and serving certificate (created when missing,
+    /// renewed 30 days before expiry). Defaults to <component>-webhook-cert.
+    #[arg(
+        id = "webhook_cert_secret",
+        long = "webhook-cert-secret",
+        env = "WEBHOOK_CERT_SECRET",
+        value_name = "NAME"
+    )]
+    pub cert_secret: Option<String>,
+
+    /// Webhook configuration whose caBundle gets the self-managed CA; empty: don't patch.
+    /// Defaults to the component name.
+    #[arg(
+        id = "webhook_config_name",
+        long = "webhook-config-name",
+        env = "WEBHOOK_CONFIG_NAME",
+        value_name = "NAME"
+    )]
+    pub config_name: Option<String>,
+
+    /// Serve tls.crt and tls.key of this directory (a mounted kubernetes.io/tls Secret),
+    /// re-read when they change, instead of a self-managed certificate.
+    #[arg(
+        id = "webhook_cert_dir",
+        long = "webhook-cert-dir",
+        env = "WEBHOOK_CERT_DIR",
+        value_name = "DIR",
+        conflicts_with_all = ["webhook_tls_cert_file", "webhook_tls_key_file"]
+    )]
+    pub cert_dir: Option<PathBuf>,
+
+    /// Serve this certificate (PEM, with --webhook-tls-key-file), re-read when it changes,
+    /// instead of a self-managed certificate.
+    #[arg(
+        id = "webhook_tls_cert_file",
+        long = "webhook-tls-cert-file",
+        env = "WEBHOOK_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "webhook_tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Key (PEM) of --webhook-tls-cert-file.
+    #[arg(
+        id = "webhook_tls_key_file",
+        long = "webhook-tls-key-file",
+        env = "WEBHOOK_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "webhook_tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for WebhookArgs {
+    fn default() -> Self {
+        Self {
+            address: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            namespace: None,
+            service: None,
+            cert_secret: None,
+            config_name: None,
+            cert_dir: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// An address, or nothing for an empty value (the switch that turns a server off).
+fn parse_optional_address(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e} (an address such as 0.0.0.0:8443, or empty to turn it off)"))
+}
+
+/// The async runtime of a controller binary ([`crate::runtime::block_on`]). Unset flags take
+/// the component's [`crate::runtime::RuntimeDefaults`], whose reasons its `main.rs` states.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeArgs {
+    /// Async runtime worker threads; 1 runs everything on one thread (no cross-thread
+    /// wake-ups, no work stealing). Defaults to the component's setting (its docs' flag
+    /// table): 1 for tapp-controller, one per CPU for the others.
+    #[arg(long = "runtime-threads", env = "RUNTIME_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
+    /// Wake-up coalescing: when the runtime runs out of work less than this long after it
+    /// was last woken, it waits out the rest before reading the network again, so events
+    /// arriving meanwhile are handled in one round (fewer wake-ups per event in bursts, at
+    /// most this much latency per request; a quiet process is not delayed). 0 disables.
+    /// Defaults to the component's setting: 2ms for tapp-controller, 0 for the others.
+    #[arg(long = "coalesce-wakeups", env = "COALESCE_WAKEUPS", value_name = "DURATION", value_parser = parse_duration)]
+    pub coalesce_wakeups: Option<Duration>,
+}
+
 /// Parses a duration flag: a Go duration (`500ms`, `15s`, `2m`, `1h30m`, `1.5s`; see
 /// [`crate::duration`]) that is not negative, or a bare number of seconds (`90`). Surrounding
 /// white space is ignored.
@@ -355,6 +503,90 @@ mod tests {
         let mut le = LeaderElectionArgs::default();
         le.retry_period = le.renew_deadline;
         assert!(le.validate().is_err());
+    }
+
+    #[derive(Parser, Debug)]
+    struct WebhookCli {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn parse_webhook(args: &[&str]) -> std::result::Result<WebhookCli, clap::Error> {
+        WebhookCli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn webhook_and_runtime_flags_are_consistent() {
+        use clap::CommandFactory;
+        WebhookCli::command().debug_assert();
+    }
+
+    #[test]
+    fn webhook_defaults_to_8443_and_an_empty_address_turns_it_off() {
+        let vars = ["WEBHOOK_ADDRESS", "WEBHOOK_CERT_DIR", "RUNTIME_THREADS"];
+        if vars.iter().any(|v| std::env::var_os(v).is_some()) {
+            return;
+        }
+        let cli = parse_webhook(&[]).expect("no flags parse");
+        assert_eq!(cli.webhook, WebhookArgs::default());
+        assert_eq!(
+            cli.webhook.address,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
+        assert_eq!(DEFAULT_WEBHOOK_ADDRESS, "0.0.0.0:8443");
+        assert_eq!(cli.runtime, RuntimeArgs::default());
+        for off in [&["--webhook-address="][..], &["--webhook-address", ""]] {
+            let cli = parse_webhook(off).expect("empty address parses");
+            assert_eq!(cli.webhook.address, None, "{off:?} turns the webhook off");
+        }
+        let err = parse_webhook(&["--webhook-address", "8443"]).expect_err("needs a host");
+        assert!(err.to_string().contains("--webhook-address"), "{err}");
+    }
+
+    #[test]
+    fn every_webhook_and_runtime_flag_parses() {
+        let cli = parse_webhook(&[
+            "--webhook-address=127.0.0.1:9443",
+            "--webhook-namespace=ops",
+            "--webhook-service=svc",
+            "--webhook-cert-secret=sec",
+            "--webhook-config-name=",
+            "--webhook-tls-cert-file=/c.pem",
+            "--webhook-tls-key-file=/k.pem",
+            "--runtime-threads=4",
+            "--coalesce-wakeups=0",
+        ])
+        .expect("all flags parse");
+        let w = cli.webhook;
+        assert_eq!(w.address, Some("127.0.0.1:9443".parse().expect("addr")));
+        assert_eq!(w.namespace.as_deref(), Some("ops"));
+        assert_eq!(w.service.as_deref(), Some("svc"));
+        assert_eq!(w.cert_secret.as_deref(), Some("sec"));
+        assert_eq!(w.config_name.as_deref(), Some(""));
+        assert_eq!(w.tls_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(w.tls_key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(cli.runtime.threads, Some(4));
+        assert_eq!(cli.runtime.coalesce_wakeups, Some(Duration::ZERO));
+        let cli = parse_webhook(&["--webhook-cert-dir", "/certs"]).expect("cert dir");
+        assert_eq!(cli.webhook.cert_dir, Some(PathBuf::from("/certs")));
+    }
+
+    #[test]
+    fn webhook_certificate_options_exclude_each_other() {
+        // A directory or two files, not both; a certificate file needs its key.
+        assert!(
+            parse_webhook(&[
+                "--webhook-cert-dir=/d",
+                "--webhook-tls-cert-file=/c",
+                "--webhook-tls-key-file=/k"
+            ])
+            .is_err()
+        );
+        assert!(parse_webhook(&["--webhook-tls-cert-file=/c"]).is_err());
+        assert!(parse_webhook(&["--webhook-tls-key-file=/k"]).is_err());
+        assert!(parse_webhook(&["--runtime-threads=0"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub enum Error {
     #[error("webhook TLS: {0}")]
     Tls(String),
 
+    /// The async runtime could not be started.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+
     /// Leader election could not reach a decision in time.
     #[error("leader election: {0}")]
     LeaderElection(String),
@@ -69,6 +73,7 @@ impl Error {
             Error::Telemetry(_) => "telemetry",
             Error::Serialization(_) => "serialization",
             Error::Tls(_) => "tls",
+            Error::Runtime(_) => "runtime",
             Error::LeaderElection(_) => "leader_election",
         }
     }

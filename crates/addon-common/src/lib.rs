@@ -1,16 +1,19 @@
 //! Shared API types and controller plumbing for the TKEStack add-on successors.
 //!
 //! - [`api`]: the custom resources (TApp, CronHPA, LBCF, Galaxy) and their CRDs;
-//! - [`cli`]: flag groups flattened into every binary's clap `Args`;
+//! - [`cli`]: flag groups flattened into every binary's clap `Args` (`CommonArgs`,
+//!   `WebhookArgs`, `RuntimeArgs`);
 //! - [`duration`]: the one parser of Go duration strings (`time.ParseDuration`'s rules);
 //! - [`telemetry`], [`metrics`], [`admin`]: logs, the per-binary Prometheus registry and
 //!   the `/metrics` `/healthz` `/readyz` server;
 //! - [`leader`]: Lease-based leader election; [`runtime`]: the process harness that ties
-//!   client, admin server, signals and leadership together;
+//!   client, admin server, signals and leadership together, the `Deps` every controller's
+//!   `run` gets, and the async runtime every `main()` builds (`block_on`);
 //! - [`events`], [`backoff`]: Events on state changes and per-object retry backoff;
 //! - [`guard`]: watching custom resources whose objects may not decode;
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
-//!   certificates (from a mounted Secret, or self-managed in a shared Secret);
+//!   certificates (from a mounted Secret, or self-managed in a shared Secret), and
+//!   `serve_webhook`, which starts a component's webhook from its `WebhookArgs`;
 //! - [`protowire`]: reading Kubernetes' protobuf encoding (objects, watch frames) field by
 //!   field, for controllers that decode a few fields of large objects;
 //! - [`writes`]: creates and patches that decode only the response's resourceVersion;

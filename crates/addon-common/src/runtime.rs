@@ -10,6 +10,7 @@
 //! ```
 
 use std::future::Future;
+use std::time::Duration;
 
 use kube::Client;
 use prometheus::Registry;
@@ -17,9 +18,9 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Result,
+    Error, Result,
     admin::{self, AdminServer, Health, Leadership},
-    cli::CommonArgs,
+    cli::{CommonArgs, RuntimeArgs},
     events::EventRecorder,
     leader::{KubeLeaseStore, LeaderElector, Timing, default_identity},
     metrics::new_registry,
@@ -37,6 +38,70 @@ pub struct Deps {
     pub health: Health,
     /// Events, reported as the component.
     pub events: EventRecorder,
+}
+
+/// The namespace a component's own objects (its Lease, its webhook Secret) live in when no
+/// flag names one: `explicit` when given, else `$POD_NAMESPACE` (the downward API), else
+/// `kube-system`.
+pub fn own_namespace(explicit: Option<&str>) -> String {
+    namespace_or_fallback(explicit, std::env::var("POD_NAMESPACE").ok())
+}
+
+fn namespace_or_fallback(explicit: Option<&str>, pod_namespace: Option<String>) -> String {
+    explicit
+        .map(str::to_owned)
+        .or(pod_namespace)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kube-system".into())
+}
+
+/// A component's async runtime when its [`RuntimeArgs`] flags are unset. Each `main.rs`
+/// states its choice and the measured reason for it next to the constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuntimeDefaults {
+    /// Worker threads; `None`: one per CPU (tokio's default); 1: a current-thread runtime.
+    pub threads: Option<u16>,
+    /// Wake-up coalescing interval ([`crate::wakeups::coalesce`]); zero: off.
+    pub coalesce_wakeups: Duration,
+}
+
+impl RuntimeDefaults {
+    /// tokio's multi-threaded runtime with a worker per CPU and no coalescing (what
+    /// `#[tokio::main]` builds).
+    pub const MULTI_THREAD: Self = Self {
+        threads: None,
+        coalesce_wakeups: Duration::ZERO,
+    };
+}
+
+/// The runtime `args` (falling back to `defaults`) describe, with I/O and timers enabled.
+pub fn build_runtime(
+    args: &RuntimeArgs,
+    defaults: RuntimeDefaults,
+) -> Result<tokio::runtime::Runtime> {
+    let threads = args.threads.or(defaults.threads);
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let coalesce = args.coalesce_wakeups.unwrap_or(defaults.coalesce_wakeups);
+    crate::wakeups::coalesce(&mut builder, coalesce);
+    builder.enable_all().build().map_err(Error::Runtime)
+}
+
+/// Runs a binary's `run(args)` future on the runtime [`build_runtime`] builds: what every
+/// controller's `main()` does after parsing its flags.
+pub fn block_on<F: Future>(
+    args: &RuntimeArgs,
+    defaults: RuntimeDefaults,
+    future: F,
+) -> Result<F::Output> {
+    Ok(build_runtime(args, defaults)?.block_on(future))
 }
 
 /// A started controller process.
@@ -87,15 +152,7 @@ impl Process {
         let le = &args.leader_election;
         let (leading, elector) = if le.leader_elect {
             le.validate()?;
-            let namespace = le
-                .lease_namespace
-                .clone()
-                .or_else(|| {
-                    std::env::var("POD_NAMESPACE")
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                })
-                .unwrap_or_else(|| "kube-system".into());
+            let namespace = own_namespace(le.lease_namespace.as_deref());
             let name = le
                 .lease_name
                 .clone()
@@ -202,5 +259,49 @@ impl Process {
         self.admin_stop.cancel();
         let _ = self.admin.task.await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_prefers_the_flag_then_the_pod_namespace() {
+        let pod = || Some("ops".to_owned());
+        assert_eq!(namespace_or_fallback(Some("team"), pod()), "team");
+        assert_eq!(namespace_or_fallback(None, pod()), "ops");
+        assert_eq!(namespace_or_fallback(None, None), "kube-system");
+        assert_eq!(
+            namespace_or_fallback(None, Some(String::new())),
+            "kube-system"
+        );
+    }
+
+    #[test]
+    fn runtimes_follow_the_flags_then_the_component_defaults() {
+        let one_thread = RuntimeDefaults {
+            threads: Some(1),
+            coalesce_wakeups: Duration::from_millis(2),
+        };
+        let flavor = |args: &RuntimeArgs, defaults| {
+            build_runtime(args, defaults)
+                .expect("runtime")
+                .handle()
+                .runtime_flavor()
+        };
+        use tokio::runtime::RuntimeFlavor::{CurrentThread, MultiThread};
+        assert_eq!(flavor(&RuntimeArgs::default(), one_thread), CurrentThread);
+        assert_eq!(
+            flavor(&RuntimeArgs::default(), RuntimeDefaults::MULTI_THREAD),
+            MultiThread
+        );
+        let two = RuntimeArgs {
+            threads: Some(2),
+            coalesce_wakeups: Some(Duration::ZERO),
+        };
+        assert_eq!(flavor(&two, one_thread), MultiThread);
+        let out = block_on(&RuntimeArgs::default(), one_thread, async { 7 }).expect("ran");
+        assert_eq!(out, 7);
     }
 }

@@ -10,14 +10,19 @@
 //!   `CancellationToken` fires; every new connection uses the configuration currently held by
 //!   its [`ReloadableTls`], so certificates rotate without a restart.
 //! - **Certificates from files**: [`server_config`] (PEM strings), [`server_config_from_dir`]
-//!   (`tls.crt`/`tls.key` of a mounted Secret) and [`cert_dir_tls`], which also re-reads the
-//!   directory and swaps the certificate when the kubelet updates the mounted Secret.
+//!   (`tls.crt`/`tls.key` of a mounted Secret), [`cert_dir_tls`], which also re-reads the
+//!   directory and swaps the certificate when the kubelet updates the mounted Secret, and
+//!   [`cert_files_tls`], the same for two named files.
 //! - **Self-managed certificates**: [`SecretCerts`] generates a CA and a serving certificate
 //!   for `<service>.<namespace>.svc` ([`generate`]), keeps them in a Secret every replica
 //!   shares (create/replace with optimistic concurrency), patches the CA into the `caBundle`
 //!   of a Validating- or MutatingWebhookConfiguration, renews the certificate
 //!   [`RENEW_BEFORE_DAYS`] before it expires and re-reads the Secret every
 //!   [`REFRESH_INTERVAL`] ([`SecretCerts::start`]).
+//! - **A component's webhook**: [`serve_webhook`] starts it from the shared
+//!   [`WebhookArgs`] flags (off when `--webhook-address` is empty; the certificate from
+//!   [`CertSource::of`]: a mounted directory, two files, or self-managed), and
+//!   [`ReviewMetrics`] counts its answers as `<component>_webhook_requests_total{result}`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +45,10 @@ use kube::{Api, Client};
 use rustls::ServerConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
+use crate::cli::WebhookArgs;
+use crate::runtime::{Process, own_namespace};
 use crate::{Error, Result};
 
 /// Lifetime of generated certificates (CA and serving certificate).
@@ -186,27 +194,29 @@ pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>>
 const CERT_FILE: &str = "tls.crt";
 const KEY_FILE: &str = "tls.key";
 
-fn read_cert_dir(dir: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read(&path).map_err(|e| tls_error(path.display(), e))
-    };
-    Ok((read(CERT_FILE)?, read(KEY_FILE)?))
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| tls_error(path.display(), e));
+    Ok((read(cert)?, read(key)?))
 }
 
-fn config_from_files(dir: &Path, cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>> {
+fn config_from_pair(
+    (cert_path, key_path): (&Path, &Path),
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Arc<ServerConfig>> {
     build_config(
         cert,
         key,
-        &dir.join(CERT_FILE).display().to_string(),
-        &dir.join(KEY_FILE).display().to_string(),
+        &cert_path.display().to_string(),
+        &key_path.display().to_string(),
     )
 }
 
 /// [`server_config`] from `dir/tls.crt` and `dir/tls.key`; errors name the file.
 pub fn server_config_from_dir(dir: &Path) -> Result<Arc<ServerConfig>> {
-    let (cert, key) = read_cert_dir(dir)?;
-    config_from_files(dir, &cert, &key)
+    let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    let (cert_pem, key_pem) = read_pair(&cert, &key)?;
+    config_from_pair((&cert, &key), &cert_pem, &key_pem)
 }
 
 /// A rustls configuration that can be swapped while serving; cheap to clone.
@@ -235,51 +245,66 @@ impl ReloadableTls {
 }
 
 /// Loads `dir/tls.crt` and `dir/tls.key` (see [`server_config_from_dir`]) and, until `stop`,
-/// re-reads them every `poll`, swapping the certificate when they change and load. A pair
-/// that does not load (a rotation caught half-way) is logged and retried at the next change;
-/// the previous certificate stays in use meanwhile.
+/// re-reads them every `poll`, swapping the certificate when they change and load
+/// ([`cert_files_tls`]).
 pub async fn cert_dir_tls(
     dir: impl Into<PathBuf>,
     poll: Duration,
     stop: CancellationToken,
 ) -> Result<ReloadableTls> {
     let dir = dir.into();
-    let (cert, key) = read_cert_dir(&dir)?;
-    let tls = ReloadableTls::new(config_from_files(&dir, &cert, &key)?);
+    cert_files_tls(dir.join(CERT_FILE), dir.join(KEY_FILE), poll, stop).await
+}
+
+/// Loads the PEM certificate chain `cert` and key `key` and, until `stop`, re-reads them
+/// every `poll`, swapping the certificate when they change and load. A pair that does not
+/// load (a rotation caught half-way) is logged and retried at the next change; the previous
+/// certificate stays in use meanwhile.
+pub async fn cert_files_tls(
+    cert: PathBuf,
+    key: PathBuf,
+    poll: Duration,
+    stop: CancellationToken,
+) -> Result<ReloadableTls> {
+    let pem = read_pair(&cert, &key)?;
+    let tls = ReloadableTls::new(config_from_pair((&cert, &key), &pem.0, &pem.1)?);
     let reloaded = tls.clone();
-    tokio::spawn(async move {
-        let mut seen = (cert, key);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(poll) => {}
-            }
-            let files = tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || read_cert_dir(&dir)
-            })
-            .await;
-            let files = match files {
-                Ok(Ok(f)) => f,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "webhook certificate unreadable; retrying");
+    tokio::spawn(
+        async move {
+            let mut seen = pem;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(poll) => {}
+                }
+                let files = tokio::task::spawn_blocking({
+                    let (cert, key) = (cert.clone(), key.clone());
+                    move || read_pair(&cert, &key)
+                })
+                .await;
+                let files = match files {
+                    Ok(Ok(f)) => f,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "webhook certificate unreadable; retrying");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if files == seen {
                     continue;
                 }
-                Err(_) => continue,
-            };
-            if files == seen {
-                continue;
-            }
-            match config_from_files(&dir, &files.0, &files.1) {
-                Ok(config) => {
-                    reloaded.replace(config);
-                    tracing::info!(dir = %dir.display(), "webhook certificate reloaded");
+                match config_from_pair((&cert, &key), &files.0, &files.1) {
+                    Ok(config) => {
+                        reloaded.replace(config);
+                        tracing::info!(cert = %cert.display(), "webhook certificate reloaded");
+                    }
+                    Err(error) => tracing::warn!(%error, "rotated webhook certificate unusable"),
                 }
-                Err(error) => tracing::warn!(%error, "rotated webhook certificate unusable"),
+                seen = files;
             }
-            seen = files;
         }
-    });
+        .instrument(tracing::info_span!("webhook_cert_reload")),
+    );
     Ok(tls)
 }
 
@@ -306,45 +331,53 @@ pub async fn serve_https(
         .await
         .map_err(io("binding the webhook"))?;
     let local = listener.local_addr().map_err(io("webhook address"))?;
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = stop.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(error) => {
-                        tracing::warn!(%error, "webhook accept failed");
-                        continue;
+    let task = tokio::spawn(
+        async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    () = stop.cancelled() => break,
+                    r = listener.accept() => match r {
+                        Ok(s) => s,
+                        Err(error) => {
+                            tracing::warn!(%error, "webhook accept failed");
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let router = router.clone();
+                tokio::spawn(
+                    async move {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, %peer, "webhook TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "webhook TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let service = hyper_util::service::TowerToHyperService::new(router);
+                        if let Err(error) = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                        {
+                            tracing::debug!(%error, %peer, "webhook connection ended");
+                        }
                     }
-                },
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            let router = router.clone();
-            tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "webhook TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "webhook TLS handshake timed out");
-                            return;
-                        }
-                    };
-                let service = hyper_util::service::TowerToHyperService::new(router);
-                if let Err(error) = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
-                {
-                    tracing::debug!(%error, %peer, "webhook connection ended");
-                }
-            });
+                    .in_current_span(),
+                );
+            }
         }
-    });
+        .instrument(tracing::info_span!("webhook", address = %local)),
+    );
     Ok((local, task))
 }
 
@@ -654,7 +687,7 @@ impl SecretCerts {
                     Err(error) => tracing::warn!(%error, "cannot renew the webhook certificate"),
                 }
             }
-        });
+        }.instrument(tracing::info_span!("webhook_cert_refresh", secret = %self.secret)));
         Ok(tls)
     }
 }
@@ -672,6 +705,167 @@ where
         .map_err(Error::Kube)?;
     tracing::info!(config = name, "patched webhook caBundle");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// A component's webhook, from its flags
+
+/// `<prefix>_webhook_requests_total{result}`: admission reviews answered by a component's
+/// webhook, by [`Outcome`]. Every add-on with a webhook registers it in its `Metrics` and
+/// reports each review to it ([`admission_handler_observed`]). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReviewMetrics {
+    requests: prometheus::IntCounterVec,
+}
+
+impl ReviewMetrics {
+    /// Registers the counter of `component` (e.g. `tapp-controller`) in `registry`.
+    pub fn register(registry: &prometheus::Registry, component: &str) -> Result<Self> {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                format!(
+                    "{}_webhook_requests_total",
+                    crate::metrics::metric_prefix(component)
+                ),
+                "Admission reviews answered, by result (allowed, denied, error).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        Ok(Self { requests })
+    }
+
+    /// Counts one answered review.
+    pub fn observe(&self, outcome: Outcome) {
+        self.requests.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Reviews counted with `outcome` so far.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.requests.with_label_values(&[outcome.as_str()]).get()
+    }
+}
+
+/// Where a webhook's serving certificate comes from (see [`WebhookArgs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// `tls.crt` and `tls.key` of a mounted directory, re-read on change.
+    Dir(PathBuf),
+    /// Two PEM files, re-read on change.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// Generated and kept in a Secret by the controller ([`SecretCerts`]).
+    SelfManaged {
+        /// Namespace of the Secret and the Service.
+        namespace: String,
+        /// Secret name.
+        secret: String,
+        /// Service name.
+        service: String,
+        /// Webhook configuration whose `caBundle` is patched (`None`: none).
+        config_name: Option<String>,
+    },
+}
+
+impl CertSource {
+    /// The source `args` choose for `component`: the directory, else the two files, else a
+    /// self-managed certificate whose unset names default to the component's (Service and
+    /// configuration `<component>`, Secret `<component>-webhook-cert`, namespace
+    /// [`own_namespace`]).
+    pub fn of(args: &WebhookArgs, component: &str) -> Self {
+        if let Some(dir) = &args.cert_dir {
+            return Self::Dir(dir.clone());
+        }
+        if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+            return Self::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+        }
+        Self::SelfManaged {
+            namespace: own_namespace(args.namespace.as_deref()),
+            secret: args
+                .cert_secret
+                .clone()
+                .unwrap_or_else(|| format!("{component}-webhook-cert")),
+            service: args.service.clone().unwrap_or_else(|| component.to_owned()),
+            config_name: match &args.config_name {
+                Some(name) if name.is_empty() => None,
+                Some(name) => Some(name.clone()),
+                None => Some(component.to_owned()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "directory {}", dir.display()),
+            Self::Files { cert, .. } => write!(f, "file {}", cert.display()),
+            Self::SelfManaged {
+                namespace, secret, ..
+            } => write!(f, "self-managed in secret {namespace}/{secret}"),
+        }
+    }
+}
+
+/// What kind of webhook a component serves, for [`serve_webhook`].
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookKind {
+    /// The configuration a self-managed CA is patched into: `WebhookConfig::Validating` or
+    /// `WebhookConfig::Mutating`.
+    pub config: fn(String) -> WebhookConfig,
+    /// Secret annotation holding a self-managed certificate's expiry (RFC 3339), e.g.
+    /// `apps.tkestack.io/not-after`.
+    pub not_after_annotation: &'static str,
+}
+
+/// Starts the admission webhook `args` describe: loads (or creates) the certificate of its
+/// [`CertSource`], keeps it current, and serves `router` over HTTPS on every replica until
+/// the process shuts down. Returns the bound address, or `None` when `--webhook-address` is
+/// empty (the webhook is off).
+pub async fn serve_webhook(
+    args: &WebhookArgs,
+    process: &Process,
+    router: Router,
+    kind: WebhookKind,
+) -> Result<Option<SocketAddr>> {
+    let Some(address) = args.address else {
+        tracing::info!("--webhook-address is empty: admission webhook off");
+        return Ok(None);
+    };
+    let stop = process.shutdown.clone();
+    let source = CertSource::of(args, process.component);
+    let tls = match &source {
+        CertSource::Dir(dir) => cert_dir_tls(dir, CERT_DIR_POLL, stop.clone()).await?,
+        CertSource::Files { cert, key } => {
+            cert_files_tls(cert.clone(), key.clone(), CERT_DIR_POLL, stop.clone()).await?
+        }
+        CertSource::SelfManaged {
+            namespace,
+            secret,
+            service,
+            config_name,
+        } => {
+            let certs = SecretCerts {
+                client: process.client.clone(),
+                namespace: namespace.clone(),
+                secret: secret.clone(),
+                service: service.clone(),
+                not_after_annotation: kind.not_after_annotation.into(),
+                webhook_config: config_name.clone().map(kind.config),
+            };
+            certs.start(stop.clone()).await?
+        }
+    };
+    let (local, _accept) = serve_https(address, router, tls, stop).await?;
+    tracing::info!(%local, certificate = %source, "admission webhook serving");
+    Ok(Some(local))
 }
 
 #[cfg(test)]
@@ -754,6 +948,152 @@ mod tests {
         assert_eq!(v["kind"], "AdmissionReview");
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(*seen.lock().expect("lock"), vec![Outcome::Denied]);
+    }
+
+    #[tokio::test]
+    async fn review_metrics_count_what_the_handler_answers() {
+        let registry = prometheus::Registry::new();
+        let reviews = ReviewMetrics::register(&registry, "demo-controller").expect("register");
+        let counted = reviews.clone();
+        let router = Router::new().route(
+            "/validate",
+            admission_handler_observed(deny_all, move |o| counted.observe(o)),
+        );
+        for _ in 0..2 {
+            let body = serde_json::to_vec(&review_json(true)).expect("body");
+            let request = http::Request::post("/validate")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("response");
+            assert_eq!(response.status(), 200);
+        }
+        assert_eq!(reviews.count(Outcome::Denied), 2);
+        assert_eq!(reviews.count(Outcome::Allowed), 0);
+        let text = crate::metrics::encode_text(&registry);
+        assert!(
+            text.contains(r#"demo_controller_webhook_requests_total{result="denied"} 2"#),
+            "{text}"
+        );
+        assert!(ReviewMetrics::register(&registry, "demo-controller").is_err());
+    }
+
+    #[test]
+    fn cert_sources_follow_the_flags_and_default_to_the_component() {
+        let args = |f: &dyn Fn(&mut WebhookArgs)| {
+            let mut a = WebhookArgs {
+                namespace: Some("ops".into()),
+                ..WebhookArgs::default()
+            };
+            f(&mut a);
+            CertSource::of(&a, "demo")
+        };
+        assert_eq!(
+            args(&|_| {}),
+            CertSource::SelfManaged {
+                namespace: "ops".into(),
+                secret: "demo-webhook-cert".into(),
+                service: "demo".into(),
+                config_name: Some("demo".into()),
+            }
+        );
+        let named = args(&|a| {
+            a.service = Some("svc".into());
+            a.cert_secret = Some("sec".into());
+            a.config_name = Some(String::new());
+        });
+        assert_eq!(
+            named,
+            CertSource::SelfManaged {
+                namespace: "ops".into(),
+                secret: "sec".into(),
+                service: "svc".into(),
+                config_name: None,
+            }
+        );
+        let files = args(&|a| {
+            a.tls_cert_file = Some("/c".into());
+            a.tls_key_file = Some("/k".into());
+        });
+        assert_eq!(
+            files,
+            CertSource::Files {
+                cert: "/c".into(),
+                key: "/k".into()
+            }
+        );
+        assert_eq!(
+            args(&|a| a.cert_dir = Some("/d".into())),
+            CertSource::Dir("/d".into())
+        );
+    }
+
+    async fn process() -> Process {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let common = crate::cli::CommonArgs {
+            admin: crate::cli::AdminArgs {
+                admin_address: "127.0.0.1:0".parse().expect("addr"),
+            },
+            leader_election: crate::cli::LeaderElectionArgs {
+                leader_elect: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Process::start_with_client("demo", &common, client, CancellationToken::new())
+            .await
+            .expect("process")
+    }
+
+    const KIND: WebhookKind = WebhookKind {
+        config: WebhookConfig::Validating,
+        not_after_annotation: "example.io/not-after",
+    };
+
+    #[tokio::test]
+    async fn serve_webhook_is_off_without_an_address_and_serves_a_mounted_certificate() {
+        let process = process().await;
+        let off = WebhookArgs {
+            address: None,
+            ..WebhookArgs::default()
+        };
+        let served = serve_webhook(&off, &process, Router::new(), KIND).await;
+        assert_eq!(served.expect("off is not an error"), None);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = WebhookArgs {
+            address: Some("127.0.0.1:0".parse().expect("addr")),
+            cert_dir: Some(dir.path().to_path_buf()),
+            ..WebhookArgs::default()
+        };
+        let err = serve_webhook(&args, &process, Router::new(), KIND)
+            .await
+            .expect_err("no certificate yet");
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+
+        let b = generate("demo", "ops", Utc::now()).expect("generate");
+        std::fs::write(dir.path().join("tls.crt"), &b.cert_pem).expect("crt");
+        std::fs::write(dir.path().join("tls.key"), &b.key_pem).expect("key");
+        let local = serve_webhook(&args, &process, Router::new(), KIND)
+            .await
+            .expect("serves")
+            .expect("an address");
+        tokio::net::TcpStream::connect(local)
+            .await
+            .expect("listening");
+
+        args.cert_dir = None;
+        args.tls_cert_file = Some(dir.path().join("tls.crt"));
+        args.tls_key_file = Some(dir.path().join("tls.key"));
+        let local = serve_webhook(&args, &process, Router::new(), KIND)
+            .await
+            .expect("serves the files")
+            .expect("an address");
+        tokio::net::TcpStream::connect(local)
+            .await
+            .expect("listening");
+        process.shutdown.cancel();
     }
 
     #[test]

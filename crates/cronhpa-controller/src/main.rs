@@ -1,24 +1,45 @@
 //! `cronhpa-controller`: the CronHPA controller and its validating webhook.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
-use addon_common::{cli::CommonArgs, runtime::Process, telemetry};
-use anyhow::Context as _;
+use addon_common::{
+    cli::{CommonArgs, RuntimeArgs, WebhookArgs},
+    runtime::{self, Process, RuntimeDefaults},
+    telemetry,
+    webhook::{WebhookConfig, WebhookKind, serve_webhook},
+};
 use chrono_tz::Tz;
 use clap::Parser;
 use cronhpa_controller::{
-    controller::{self, Context, Settings, SystemClock},
+    controller::{self, COMPONENT, Context, Settings, SystemClock},
     metrics::Metrics,
     schedule::parse_time_zone,
     webhook,
 };
 
+/// tokio's multi-threaded runtime (a worker per CPU), no wake-up coalescing: what the
+/// controller has always run on. Coalescing would delay the writes that must leave at the
+/// scheduled second, and no measurement argues for another setting.
+const RUNTIME: RuntimeDefaults = RuntimeDefaults::MULTI_THREAD;
+
+/// The validating webhook; a self-managed CA goes into this ValidatingWebhookConfiguration.
+const WEBHOOK: WebhookKind = WebhookKind {
+    config: WebhookConfig::Validating,
+    not_after_annotation: webhook::NOT_AFTER_ANNOTATION,
+};
+
 /// Cron-scheduled scaling of any scalable workload (TKEStack CronHPA).
 #[derive(Parser, Debug)]
-#[command(name = "cronhpa-controller", version)]
+#[command(name = COMPONENT, version)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     /// IANA time zone of CronHPAs without spec.timeZone.
     #[arg(long, env = "DEFAULT_TIME_ZONE", default_value = "UTC", value_parser = parse_time_zone)]
@@ -32,14 +53,6 @@ struct Args {
     /// scheduled second ("0s": read at the scheduled time).
     #[arg(long, env = "READ_AHEAD", default_value = "10s", value_parser = addon_common::cli::parse_duration)]
     read_ahead: std::time::Duration,
-
-    /// Address of the HTTPS admission webhook.
-    #[arg(long, env = "WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
-    webhook_address: SocketAddr,
-
-    /// Directory holding the webhook's tls.crt and tls.key. Without it the webhook is off.
-    #[arg(long, env = "WEBHOOK_CERT_DIR", value_name = "DIR")]
-    webhook_cert_dir: Option<PathBuf>,
 
     /// TESTS ONLY: shift the controller's clock, e.g. "-90s" or "2h".
     #[arg(long, env = "CLOCK_OFFSET", hide = true, allow_hyphen_values = true, value_parser = parse_offset, default_value = "0s")]
@@ -56,67 +69,50 @@ fn parse_offset(s: &str) -> Result<chrono::Duration, String> {
     Ok(if sign < 0 { -d } else { d })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(
-        &args.common.log,
-        "cronhpa-controller",
-        env!("CARGO_PKG_VERSION"),
-    )?;
-    let process = Process::start(controller::COMPONENT, &args.common).await?;
+    let runtime = args.runtime.clone();
+    runtime::block_on(&runtime, RUNTIME, run(args))?
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
+    let process = Process::start(COMPONENT, &args.common).await?;
     let metrics = Arc::new(Metrics::register(&process.registry)?);
     if !args.clock_offset.is_zero() {
         tracing::warn!(offset = %args.clock_offset, "clock offset set: for tests only");
     }
-
-    // The webhook runs on every replica, leading or not.
-    if let Some(dir) = &args.webhook_cert_dir {
-        // Re-read when the kubelet updates the mounted Secret.
-        let tls = addon_common::webhook::cert_dir_tls(
-            dir,
-            addon_common::webhook::CERT_DIR_POLL,
-            process.shutdown.clone(),
-        )
-        .await
-        .context("webhook TLS")?;
-        let (address, _task) = addon_common::webhook::serve_https(
-            args.webhook_address,
-            webhook::router(args.default_time_zone),
-            tls,
-            process.shutdown.clone(),
-        )
+    let router = webhook::router(args.default_time_zone, Some(metrics.webhook.clone()));
+    serve_webhook(&args.webhook, &process, router, WEBHOOK).await?;
+    let config = config(&args);
+    let clock = Arc::new(SystemClock {
+        offset: args.clock_offset,
+    });
+    let namespace = args.common.watch.watch_namespace.clone();
+    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?namespace, "starting");
+    let deps = process.deps();
+    process
+        .run(move |stop| {
+            let ctx = Arc::new(Context::new(
+                deps.client.clone(),
+                metrics.clone(),
+                clock.clone(),
+                config.clone(),
+            ));
+            controller::run(ctx, namespace.clone(), deps.health.clone(), stop)
+        })
         .await?;
-        tracing::info!(%address, "admission webhook listening");
-    } else {
-        tracing::info!("no --webhook-cert-dir: admission webhook disabled");
-    }
+    Ok(())
+}
 
-    let settings = Settings {
+/// The controller's settings from the flags.
+fn config(args: &Args) -> Settings {
+    Settings {
         default_tz: args.default_time_zone,
         concurrency: args.concurrency,
         read_ahead: args.read_ahead,
         ..Settings::default()
-    };
-    let clock = Arc::new(SystemClock {
-        offset: args.clock_offset,
-    });
-    let client = process.client.clone();
-    let health = process.health.clone();
-    let namespace = args.common.watch.watch_namespace.clone();
-    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?namespace, "starting");
-    process
-        .run(move |stop| {
-            let ctx = Arc::new(Context::new(
-                client.clone(),
-                metrics.clone(),
-                clock.clone(),
-                settings.clone(),
-            ));
-            controller::run(ctx, namespace.clone(), health.clone(), stop)
-        })
-        .await?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +145,28 @@ mod tests {
         let err = Args::try_parse_from(["cronhpa-controller", "--default-time-zone", "Nowhere/X"])
             .expect_err("bad zone");
         assert!(err.to_string().contains("--default-time-zone"), "{err}");
+    }
+
+    #[test]
+    fn the_webhook_and_runtime_flags_are_the_shared_ones() {
+        // Today's chart flags still parse; an empty address is the off switch.
+        let a = Args::try_parse_from([
+            "cronhpa-controller",
+            "--webhook-address=0.0.0.0:8443",
+            "--webhook-cert-dir=/etc/cronhpa-controller/webhook-tls",
+        ])
+        .expect("the chart's flags parse");
+        assert_eq!(
+            a.webhook.address,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
+        let off = Args::try_parse_from(["cronhpa-controller", "--webhook-address="]).expect("off");
+        assert_eq!(off.webhook.address, None);
+        let runtime = runtime::build_runtime(&off.runtime, RUNTIME).expect("runtime");
+        assert_eq!(
+            runtime.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread,
+            "the multi-threaded runtime #[tokio::main] built"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use addon_common::metrics::ReconcileMetrics;
+use addon_common::{metrics::ReconcileMetrics, webhook::ReviewMetrics};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::Result;
@@ -31,6 +31,8 @@ pub struct Metrics {
     /// `cronhpa_controller_status_writes_total{result}`: background status patches by result
     /// (succeeded, failed).
     pub status_writes: IntCounterVec,
+    /// `cronhpa_controller_webhook_requests_total{result}`: admission reviews answered.
+    pub webhook: ReviewMetrics,
     states: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -78,6 +80,7 @@ impl Metrics {
         ] {
             registry.register(c).map_err(addon_common::Error::from)?;
         }
+        let webhook = ReviewMetrics::register(registry, "cronhpa-controller")?;
         for c in CONDITIONS {
             objects.with_label_values(&[c]).set(0);
         }
@@ -93,6 +96,7 @@ impl Metrics {
             lag,
             objects,
             status_writes,
+            webhook,
             states: Mutex::new(HashMap::new()),
         })
     }

@@ -1,13 +1,17 @@
 //! The validating admission webhook (`admission.k8s.io/v1`), served over HTTPS by every
 //! replica on `POST /validate-cronhpa`.
 //!
-//! TLS (the plumbing is [`addon_common::webhook`]): the serving certificate and key are read
-//! from `--webhook-cert-dir` (`tls.crt`, `tls.key`), a Secret the Helm chart generates with
+//! TLS (the plumbing and the flags are [`addon_common::webhook`]'s, shared by every add-on):
+//! the chart passes `--webhook-cert-dir` (`tls.crt`, `tls.key`), a Secret it generates with
 //! `genCA`/`genSignedCert` (reused across upgrades through `lookup`) together with the
-//! `caBundle` of the ValidatingWebhookConfiguration, and re-read when the kubelet updates the
-//! mounted Secret. No key is committed anywhere.
+//! `caBundle` of the ValidatingWebhookConfiguration, re-read when the kubelet updates the
+//! mounted Secret. Without a directory or certificate files the controller manages its own
+//! certificate in a Secret, as tapp-controller does. No key is committed anywhere.
 
-use addon_common::{api::cronhpa::CronHPA, webhook::admission_handler};
+use addon_common::{
+    api::cronhpa::CronHPA,
+    webhook::{ReviewMetrics, admission_handler_observed},
+};
 use axum::Router;
 use chrono_tz::Tz;
 use kube::core::{
@@ -19,6 +23,8 @@ use crate::validate::validate;
 
 /// Path of the validating webhook.
 pub const PATH: &str = "/validate-cronhpa";
+/// Secret annotation holding a self-managed certificate's expiry (RFC 3339).
+pub const NOT_AFTER_ANNOTATION: &str = "extensions.tkestack.io/not-after";
 
 /// Decides one admission request (pure).
 pub fn review(req: &AdmissionRequest<DynamicObject>, default_tz: Tz) -> AdmissionResponse {
@@ -49,11 +55,19 @@ pub fn review(req: &AdmissionRequest<DynamicObject>, default_tz: Tz) -> Admissio
     }
 }
 
-/// The webhook's router (tests call it without TLS).
-pub fn router(default_tz: Tz) -> Router {
+/// The webhook's router (tests call it without TLS), counting answers in `reviews` when
+/// given (`cronhpa_controller_webhook_requests_total{result}`).
+pub fn router(default_tz: Tz, reviews: Option<ReviewMetrics>) -> Router {
     Router::new().route(
         PATH,
-        admission_handler(move |req: &AdmissionRequest<DynamicObject>| review(req, default_tz)),
+        admission_handler_observed(
+            move |req: &AdmissionRequest<DynamicObject>| review(req, default_tz),
+            move |outcome| {
+                if let Some(r) = &reviews {
+                    r.observe(outcome);
+                }
+            },
+        ),
     )
 }
 

@@ -84,6 +84,8 @@ async fn webhook_serves_admission_reviews_over_tls() {
         certified.signing_key.serialize_pem(),
     )
     .expect("key");
+    let registry = addon_common::metrics::new_registry().expect("registry");
+    let metrics = Metrics::register(&registry).expect("metrics");
     let stop = CancellationToken::new();
     // What main does: the mounted certificate directory, reloaded on change.
     let tls = cert_dir_tls(dir.path(), CERT_DIR_POLL, stop.clone())
@@ -91,7 +93,7 @@ async fn webhook_serves_admission_reviews_over_tls() {
         .expect("tls config");
     let (address, task) = serve_https(
         "127.0.0.1:0".parse().expect("addr"),
-        webhook::router(Tz::UTC),
+        webhook::router(Tz::UTC, Some(metrics.webhook.clone())),
         tls,
         stop.clone(),
     )
@@ -116,6 +118,11 @@ async fn webhook_serves_admission_reviews_over_tls() {
         message.contains(r#"spec.crons[1].schedule: invalid schedule "0 23 * * 8""#),
         "{review}"
     );
+
+    // Both answers are counted.
+    use addon_common::webhook::Outcome;
+    assert_eq!(metrics.webhook.count(Outcome::Allowed), 1);
+    assert_eq!(metrics.webhook.count(Outcome::Denied), 1);
 
     stop.cancel();
     task.await.expect("server task");

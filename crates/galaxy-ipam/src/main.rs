@@ -2,7 +2,10 @@
 
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
 
-use addon_common::{cli::CommonArgs, events::EventRecorder, runtime::Process};
+use addon_common::{
+    cli::{CommonArgs, RuntimeArgs},
+    runtime::{self, Process, RuntimeDefaults},
+};
 use anyhow::Context;
 use clap::Parser;
 use galaxy_ipam::{
@@ -15,6 +18,12 @@ use galaxy_ipam::{
 
 const COMPONENT: &str = "galaxy-ipam";
 const DEFAULT_CONFIG: &str = "/etc/galaxy/galaxy-ipam.json";
+
+/// tokio's multi-threaded runtime (a worker per CPU), no wake-up coalescing: what galaxy-ipam
+/// has always run on. Its HTTP servers answer the scheduler on every replica, and a
+/// coalescing delay would add to each scheduling cycle; no measurement argues for another
+/// setting.
+const RUNTIME: RuntimeDefaults = RuntimeDefaults::MULTI_THREAD;
 
 /// Floating-IP allocation as a kube-scheduler extender (TKEStack Galaxy IPAM compatible).
 #[derive(Parser, Debug)]
@@ -56,6 +65,9 @@ struct Args {
 
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 fn load_conf(path: &PathBuf) -> anyhow::Result<PluginConf> {
@@ -71,18 +83,25 @@ fn load_conf(path: &PathBuf) -> anyhow::Result<PluginConf> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = args.runtime.clone();
+    runtime::block_on(&runtime, RUNTIME, run(args))?
+}
+
+/// No admission webhook: galaxy-ipam is a scheduler extender, so instead of a webhook it
+/// serves the extender and the REST API on every replica; only the allocator ([`app::lead`])
+/// waits for leadership.
+async fn run(args: Args) -> anyhow::Result<()> {
     addon_common::telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
     if args.master.is_some() || args.profiling.is_some() || args.swagger.is_some() {
         tracing::warn!(
             "--master, --profiling and --swagger are accepted for compatibility and ignored"
         );
     }
-    let conf = load_conf(&args.config)?;
-    if !conf.cloud_provider_grpc_addr.is_empty() {
-        tracing::warn!(addr = %conf.cloud_provider_grpc_addr, "cloudProviderGrpcAddr is not supported; IPs are not assigned through a cloud provider");
+    let config = load_conf(&args.config)?;
+    if !config.cloud_provider_grpc_addr.is_empty() {
+        tracing::warn!(addr = %config.cloud_provider_grpc_addr, "cloudProviderGrpcAddr is not supported; IPs are not assigned through a cloud provider");
     }
     let process = Process::start(COMPONENT, &args.common).await?;
     let slot = Slot::default();
@@ -101,18 +120,16 @@ async fn main() -> anyhow::Result<()> {
         servers_stop.clone(),
     )
     .await?;
-    let client = process.client.clone();
-    let health = process.health.clone();
-    let events = EventRecorder::new(client.clone(), COMPONENT);
+    let deps = process.deps();
     process
         .run(move |stop| {
             app::lead(
-                client.clone(),
-                conf.clone(),
+                deps.client.clone(),
+                config.clone(),
                 slot.clone(),
                 metrics.clone(),
-                Some(health.clone()),
-                Some(events.clone()),
+                Some(deps.health.clone()),
+                Some(deps.events.clone()),
                 stop,
             )
         })
@@ -154,6 +171,12 @@ mod tests {
         assert_eq!(a.config, PathBuf::from("/x.json"));
         assert!(!a.common.leader_election.leader_elect);
         assert_eq!(a.swagger, Some(true));
+        let a = Args::try_parse_from(["galaxy-ipam", "--runtime-threads=2"]).expect("runtime");
+        assert_eq!(a.runtime.threads, Some(2));
+        assert!(
+            Args::try_parse_from(["galaxy-ipam", "--webhook-address="]).is_err(),
+            "no webhook, no webhook flags"
+        );
     }
 
     #[test]

@@ -1,14 +1,11 @@
 //! `tapp-controller`: the TApp controller and its validating admission webhook.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::time::Duration;
 
-use addon_common::cli::CommonArgs;
-use addon_common::runtime::Process;
-use addon_common::webhook::{
-    ReloadableTls, SecretCerts, WebhookConfig, serve_https, server_config,
-};
-use anyhow::Context as _;
+use addon_common::cli::{CommonArgs, RuntimeArgs, WebhookArgs};
+use addon_common::kube::Client;
+use addon_common::runtime::{self, Process, RuntimeDefaults};
+use addon_common::webhook::{WebhookConfig, WebhookKind, serve_webhook};
 use clap::Parser;
 use tapp_controller::controller::{self, COMPONENT, Config};
 use tapp_controller::metrics::Metrics;
@@ -20,6 +17,22 @@ use tapp_controller::webhook;
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// One thread with 2 ms wake-up coalescing, measured in docs/tapp.md §Performance: the
+/// controller waits on the API server almost all the time, and tokio's single-threaded
+/// runtime (no worker handoff, no work stealing) took another 5–10% off its CPU; coalescing
+/// cut the rollout bench's CPU from 12.6–12.9 s to 10.5 s on a shared machine (it does not pay
+/// with a CPU of its own: `--coalesce-wakeups 0` there).
+const RUNTIME: RuntimeDefaults = RuntimeDefaults {
+    threads: Some(1),
+    coalesce_wakeups: Duration::from_millis(2),
+};
+
+/// The validating webhook; a self-managed CA goes into this ValidatingWebhookConfiguration.
+const WEBHOOK: WebhookKind = WebhookKind {
+    config: WebhookConfig::Validating,
+    not_after_annotation: webhook::NOT_AFTER_ANNOTATION,
+};
 
 /// When the cluster serves pods/resize, resize in place; `auto` discovers it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +47,12 @@ enum Resize {
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     /// TApps reconciled at the same time (the original's flag; each reconcile sends its pod
     /// writes in parallel, so this bounds the API requests in flight and the connections).
@@ -51,104 +70,29 @@ struct Args {
     /// Watch nodes, so pods of lost nodes are force-deleted (`forceDeletePod`).
     #[arg(long, env = "WATCH_NODES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     watch_nodes: bool,
-
-    /// Serve the validating admission webhook (HTTPS) on this address; empty disables it.
-    #[arg(long, env = "WEBHOOK_ADDRESS", default_value = "0.0.0.0:8443")]
-    webhook_address: String,
-
-    /// Namespace of the webhook Service and certificate Secret. Defaults to $POD_NAMESPACE, then kube-system.
-    #[arg(long, env = "WEBHOOK_NAMESPACE")]
-    webhook_namespace: Option<String>,
-
-    /// Name of the webhook Service (certificate DNS names).
-    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "tapp-controller")]
-    webhook_service: String,
-
-    /// Secret holding the self-generated CA and serving certificate (created when missing, renewed 30 days before expiry).
-    #[arg(
-        long,
-        env = "WEBHOOK_CERT_SECRET",
-        default_value = "tapp-controller-webhook-cert"
-    )]
-    webhook_cert_secret: String,
-
-    /// ValidatingWebhookConfiguration whose caBundle is patched with the generated CA; empty: don't patch.
-    #[arg(long, env = "WEBHOOK_CONFIG_NAME", default_value = "tapp-controller")]
-    webhook_config_name: String,
-
-    /// Serve this certificate (PEM) instead of a self-generated one (with --webhook-tls-key-file).
-    #[arg(long, env = "WEBHOOK_TLS_CERT_FILE", requires = "webhook_tls_key_file")]
-    webhook_tls_cert_file: Option<PathBuf>,
-
-    /// Key (PEM) of --webhook-tls-cert-file.
-    #[arg(long, env = "WEBHOOK_TLS_KEY_FILE", requires = "webhook_tls_cert_file")]
-    webhook_tls_key_file: Option<PathBuf>,
-
-    /// Async runtime worker threads. The controller waits on the API server almost all the
-    /// time: with 1 (the default) everything runs on a single-threaded runtime, which spares
-    /// cross-thread wake-ups and work stealing (docs/tapp.md §Performance has the figures).
-    #[arg(long, env = "RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    runtime_threads: u16,
-
-    /// Wake-up coalescing: when the controller runs out of work less than this long after it
-    /// was last woken, it waits out the rest before reading the network again, so watch events
-    /// and responses arriving meanwhile are handled in one round (fewer wake-ups and system
-    /// calls per event during rollouts, at most this much latency per request; a quiet
-    /// controller is not delayed). 0 disables.
-    #[arg(long, env = "COALESCE_WAKEUPS", default_value = "2ms", value_parser = addon_common::cli::parse_duration)]
-    coalesce_wakeups: std::time::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut builder = if args.runtime_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(usize::from(args.runtime_threads));
-        b
-    };
-    addon_common::wakeups::coalesce(&mut builder, args.coalesce_wakeups);
-    builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+    let runtime = args.runtime.clone();
+    runtime::block_on(&runtime, RUNTIME, run(args))?
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     addon_common::telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
     let process = Process::start(COMPONENT, &args.common).await?;
     let metrics = Metrics::register(&process.registry)?;
-
-    if !args.webhook_address.is_empty() {
-        start_webhook(&args, &process, metrics.clone()).await?;
-    }
-
-    let resize_supported = match args.in_place_resize {
-        Resize::Enabled => true,
-        Resize::Disabled => false,
-        Resize::Auto => controller::discover_resize(&process.client).await,
-    };
-    tracing::info!(resize_supported, "in-place resource resize");
-    let config = Config {
-        flags: Flags {
-            delete_pod_after_app_finish: args.delete_pod_after_app_finish,
-            resize_supported,
-        },
-        namespace: args.common.watch.watch_namespace.clone(),
-        watch_nodes: args.watch_nodes,
-        workers: args.workers,
-    };
-    let client = process.client.clone();
-    let health = process.health.clone();
+    let router = webhook::router(Some(metrics.clone()));
+    serve_webhook(&args.webhook, &process, router, WEBHOOK).await?;
+    let config = config(&args, &process.client).await;
+    let deps = process.deps();
     process
         .run(move |stop| {
             controller::run(
-                client.clone(),
+                deps.client.clone(),
                 config.clone(),
                 metrics.clone(),
-                health.clone(),
+                deps.health.clone(),
                 stop,
             )
         })
@@ -156,47 +100,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_webhook(args: &Args, process: &Process, metrics: Metrics) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.webhook_address.parse().context("--webhook-address")?;
-    let router = webhook::router(Some(metrics));
-    let stop = process.shutdown.clone();
-    if let (Some(cert), Some(key)) = (&args.webhook_tls_cert_file, &args.webhook_tls_key_file) {
-        let read = |p: &PathBuf| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let tls = ReloadableTls::new(server_config(&read(cert)?, &read(key)?)?);
-        let (local, _) = serve_https(addr, router, tls, stop).await?;
-        tracing::info!(%local, "webhook serving a provided certificate");
-        return Ok(());
-    }
-    let namespace = args
-        .webhook_namespace
-        .clone()
-        .or_else(|| {
-            std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "kube-system".into());
-    let certs = SecretCerts {
-        client: process.client.clone(),
-        namespace,
-        secret: args.webhook_cert_secret.clone(),
-        service: args.webhook_service.clone(),
-        not_after_annotation: webhook::NOT_AFTER_ANNOTATION.into(),
-        webhook_config: Some(args.webhook_config_name.clone())
-            .filter(|s| !s.is_empty())
-            .map(WebhookConfig::Validating),
+/// The controller's settings from the flags (`auto` resize asks the API server).
+async fn config(args: &Args, client: &Client) -> Config {
+    let resize_supported = match args.in_place_resize {
+        Resize::Enabled => true,
+        Resize::Disabled => false,
+        Resize::Auto => controller::discover_resize(client).await,
     };
-    // Creates or loads (renewing when due) the Secret, patches the caBundle, then re-reads
-    // the Secret hourly and swaps a renewed certificate without a restart.
-    let tls = certs
-        .start(stop.clone())
-        .await
-        .context("webhook certificate")?;
-    let (local, _) = serve_https(addr, router, tls, stop).await?;
-    tracing::info!(%local, secret = %certs.secret, "webhook serving a self-managed certificate");
-    Ok(())
+    tracing::info!(resize_supported, "in-place resource resize");
+    Config {
+        flags: Flags {
+            delete_pod_after_app_finish: args.delete_pod_after_app_finish,
+            resize_supported,
+        },
+        namespace: args.common.watch.watch_namespace.clone(),
+        watch_nodes: args.watch_nodes,
+        workers: args.workers,
+    }
 }
 
 #[cfg(test)]
@@ -210,12 +130,25 @@ mod tests {
         let args = Args::try_parse_from(["tapp-controller"]).expect("defaults parse");
         assert!(args.delete_pod_after_app_finish);
         assert_eq!(args.in_place_resize, Resize::Auto);
-        assert_eq!(args.webhook_address, "0.0.0.0:8443");
+        assert_eq!(
+            args.webhook.address,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
         assert_eq!(args.workers, 5);
         assert!(Args::try_parse_from(["tapp-controller", "--worker=0"]).is_err());
-        assert_eq!(args.coalesce_wakeups, std::time::Duration::from_millis(2));
+        let runtime = addon_common::runtime::build_runtime(&args.runtime, RUNTIME).expect("rt");
+        assert_eq!(
+            runtime.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread,
+            "one thread by default"
+        );
+        assert_eq!(RUNTIME.coalesce_wakeups, Duration::from_millis(2));
         let off = Args::try_parse_from(["tapp-controller", "--coalesce-wakeups=0"]).expect("0");
-        assert!(off.coalesce_wakeups.is_zero(), "0 disables coalescing");
+        assert_eq!(
+            off.runtime.coalesce_wakeups,
+            Some(Duration::ZERO),
+            "0 disables coalescing"
+        );
         let args = Args::try_parse_from([
             "tapp-controller",
             "--delete-pod-after-app-finish=false",
@@ -224,7 +157,24 @@ mod tests {
         ])
         .expect("flags parse");
         assert!(!args.delete_pod_after_app_finish);
-        assert!(args.webhook_address.is_empty());
+        assert_eq!(
+            args.webhook.address, None,
+            "an empty address turns the webhook off"
+        );
         assert_eq!(args.common.watch.watch_namespace.as_deref(), Some("a"));
+        // The flags of the chart and the plain manifest.
+        let args = Args::try_parse_from([
+            "tapp-controller",
+            "--webhook-address=0.0.0.0:8443",
+            "--webhook-namespace=kube-system",
+            "--webhook-service=tapp-controller",
+            "--webhook-cert-secret=tapp-controller-webhook-cert",
+            "--webhook-config-name=tapp-controller",
+        ])
+        .expect("the chart's webhook flags parse");
+        assert_eq!(
+            args.webhook.cert_secret.as_deref(),
+            Some("tapp-controller-webhook-cert")
+        );
     }
 }

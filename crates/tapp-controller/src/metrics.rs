@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use addon_common::api::tapp::InstanceStatus;
 use addon_common::metrics::ReconcileMetrics;
+use addon_common::webhook::ReviewMetrics;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::Result;
@@ -26,7 +27,7 @@ pub struct Metrics {
     /// `tapp_controller_rollout_desired_instances{namespace,tapp}`.
     pub rollout_desired: IntGaugeVec,
     /// `tapp_controller_webhook_requests_total{result}`.
-    pub webhook: IntCounterVec,
+    pub webhook: ReviewMetrics,
     /// `tapp_controller_reconcile_deferred_total`: reconciles that waited for the watch cache
     /// to show the controller's own writes.
     pub deferred: IntCounter,
@@ -75,14 +76,7 @@ impl Metrics {
             &["namespace", "tapp"],
         )
         .map_err(addon_common::Error::from)?;
-        let webhook = IntCounterVec::new(
-            Opts::new(
-                format!("{PREFIX}_webhook_requests_total"),
-                "Admission reviews answered, by result (allowed, denied, error).",
-            ),
-            &["result"],
-        )
-        .map_err(addon_common::Error::from)?;
+        let webhook = ReviewMetrics::register(registry, PREFIX)?;
         let deferred = IntCounter::new(
             format!("{PREFIX}_reconcile_deferred_total"),
             "Reconciles that planned nothing because the watch cache did not show the controller's own writes yet.",
@@ -96,11 +90,9 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .map_err(addon_common::Error::from)?;
         }
-        for c in [&pod_updates, &webhook] {
-            registry
-                .register(Box::new(c.clone()))
-                .map_err(addon_common::Error::from)?;
-        }
+        registry
+            .register(Box::new(pod_updates.clone()))
+            .map_err(addon_common::Error::from)?;
         for method in ["in_place", "resize", "recreate", "metadata"] {
             pod_updates.with_label_values(&[method]);
         }

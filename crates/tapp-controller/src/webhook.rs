@@ -49,7 +49,7 @@ pub fn router(metrics: Option<Metrics>) -> Router {
         PATH,
         admission_handler_observed(review, move |outcome| {
             if let Some(m) = &metrics {
-                m.webhook.with_label_values(&[outcome.as_str()]).inc();
+                m.webhook.observe(outcome);
             }
         }),
     )
