@@ -1,13 +1,13 @@
 //! `cronhpa-controller`: the CronHPA controller and its validating webhook.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf};
 
 use addon_common::{cli::CommonArgs, runtime::Process, telemetry};
 use anyhow::Context as _;
 use chrono_tz::Tz;
 use clap::Parser;
 use cronhpa_controller::{
-    controller::{self, Context, Settings, SystemClock},
+    controller::{self, Config},
     metrics::Metrics,
     schedule::parse_time_zone,
     webhook,
@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
     )?;
     let process = Process::start(controller::COMPONENT, &args.common).await?;
-    let metrics = Arc::new(Metrics::register(&process.registry)?);
+    let metrics = Metrics::register(&process.registry)?;
     if !args.clock_offset.is_zero() {
         tracing::warn!(offset = %args.clock_offset, "clock offset set: for tests only");
     }
@@ -92,29 +92,18 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("no --webhook-cert-dir: admission webhook disabled");
     }
 
-    let settings = Settings {
+    let config = Config {
+        namespace: args.common.watch.watch_namespace.clone(),
+        clock_offset: args.clock_offset,
         default_tz: args.default_time_zone,
         concurrency: args.concurrency,
         read_ahead: args.read_ahead,
-        ..Settings::default()
+        ..Config::default()
     };
-    let clock = Arc::new(SystemClock {
-        offset: args.clock_offset,
-    });
-    let client = process.client.clone();
-    let health = process.health.clone();
-    let namespace = args.common.watch.watch_namespace.clone();
-    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?namespace, "starting");
+    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?config.namespace, "starting");
+    let deps = process.deps();
     process
-        .run(move |stop| {
-            let ctx = Arc::new(Context::new(
-                client.clone(),
-                metrics.clone(),
-                clock.clone(),
-                settings.clone(),
-            ));
-            controller::run(ctx, namespace.clone(), health.clone(), stop)
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     Ok(())
 }

@@ -7,13 +7,13 @@
 //! `caBundle` of the ValidatingWebhookConfiguration, and re-read when the kubelet updates the
 //! mounted Secret. No key is committed anywhere.
 
-use addon_common::{api::cronhpa::CronHPA, webhook::admission_handler};
-use axum::Router;
-use chrono_tz::Tz;
-use kube::core::{
+use addon_common::kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, Operation},
 };
+use addon_common::{api::cronhpa::CronHPA, webhook::admission_handler};
+use axum::Router;
+use chrono_tz::Tz;
 
 use crate::validate::validate;
 
@@ -60,7 +60,7 @@ pub fn router(default_tz: Tz) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::admission::AdmissionReview;
+    use addon_common::kube::core::admission::AdmissionReview;
     use serde_json::json;
 
     fn review_json(

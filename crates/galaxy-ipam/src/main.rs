@@ -2,15 +2,15 @@
 
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
 
-use addon_common::{cli::CommonArgs, events::EventRecorder, runtime::Process};
+use addon_common::{cli::CommonArgs, runtime::Process};
 use anyhow::Context;
 use clap::Parser;
 use galaxy_ipam::{
-    app::{self, READY_CHECK},
     config::PluginConf,
+    controller::{self, READY_CHECK},
     metrics::Metrics,
     plugin::Slot,
-    server::ServerState,
+    server::{self, ServerState},
 };
 
 const COMPONENT: &str = "galaxy-ipam";
@@ -94,28 +94,17 @@ async fn main() -> anyhow::Result<()> {
         registry: process.registry.clone(),
     };
     let servers_stop = tokio_util::sync::CancellationToken::new();
-    let (ext, api) = app::start_servers(
+    let (ext, api) = server::start_servers(
         SocketAddr::new(args.bind, args.port),
         SocketAddr::new(args.bind, args.api_port),
         state,
         servers_stop.clone(),
     )
     .await?;
-    let client = process.client.clone();
-    let health = process.health.clone();
-    let events = EventRecorder::new(client.clone(), COMPONENT);
+    let deps = process.deps();
+    let config = controller::Config { plugin: conf, slot };
     process
-        .run(move |stop| {
-            app::lead(
-                client.clone(),
-                conf.clone(),
-                slot.clone(),
-                metrics.clone(),
-                Some(health.clone()),
-                Some(events.clone()),
-                stop,
-            )
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     servers_stop.cancel();
     let _ = ext.task.await;

@@ -24,6 +24,7 @@ use std::{
 
 use addon_common::api::{all_crds, cronhpa::CronHPA, tapp::TApp};
 use addon_common::testing::{KillOnDrop, read_kubeconfig};
+use addon_common::{k8s_openapi, kube};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Timelike, Utc};
 use clap::Parser;
