@@ -26,6 +26,7 @@ use std::{
 
 use addon_bench::{free_port, install_crds, start_sandbox, usage};
 use addon_common::api::{cronhpa::CronHPA, tapp::TApp};
+use addon_common::kube;
 use addon_common::testing::KillOnDrop;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Timelike, Utc};

@@ -22,6 +22,7 @@ use std::{
 };
 
 use addon_common::api::galaxy::ReleasePolicy;
+use addon_common::{k8s_openapi, kube};
 use axum::{
     Router,
     body::Bytes,
@@ -268,6 +269,7 @@ mod cluster {
         time::{Duration, Instant},
     };
 
+    use addon_common::{k8s_openapi, kube};
     use e2e::cluster::{
         Cidr, ClusterConfig, ControllersConfig, ExtenderConfig, NodeSpec, SchedulerConfig,
         SimCluster,
@@ -275,7 +277,7 @@ mod cluster {
     };
     use futures::StreamExt;
     use galaxy_ipam::{
-        app, config::PluginConf, metrics::Metrics, plugin::Slot, server::ServerState,
+        config::PluginConf, controller, metrics::Metrics, plugin::Slot, server, server::ServerState,
     };
     use k8s_openapi::api::{
         apps::v1::Deployment,
@@ -475,7 +477,7 @@ mod cluster {
             registry,
         };
         let (ext, _api) = must(
-            app::start_servers(
+            server::start_servers(
                 "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
                 "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
                 state,
@@ -484,15 +486,16 @@ mod cluster {
             .await,
             "servers",
         );
-        tokio::spawn(app::lead(
-            client.clone(),
-            PluginConf::default(),
-            slot.clone(),
-            metrics.clone(),
-            None,
-            None,
-            stop.clone(),
-        ));
+        let deps = addon_common::runtime::Deps {
+            client: client.clone(),
+            health: addon_common::admin::Health::default(),
+            events: addon_common::events::EventRecorder::new(client.clone(), "galaxy-ipam"),
+        };
+        let config = controller::Config {
+            plugin: PluginConf::default(),
+            slot: slot.clone(),
+        };
+        tokio::spawn(controller::run(deps, config, metrics.clone(), stop.clone()));
         while slot.get().is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,5 +1,10 @@
 //! The thin executor: a kube-runtime `Controller` on CronHPAs that runs [`plan`], scales,
 //! writes the status, publishes Events and requeues each object at its next fire time.
+//!
+//! CronHPAs are watched through [`DeserializeGuard`]: one object with a wrong-typed field
+//! (the Go original's v1beta1 CRD had no schema) is reported (log and Warning Event
+//! `InvalidObject`) and left until it is edited, the others fire as usual. Each
+//! reconciliation runs in a span naming the object and the trigger.
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,16 +12,21 @@ use addon_common::{
     admin::Health,
     api::cronhpa::{CONDITION_INVALID, CronHPA, CronHPAStatus, REASON_SUCCESSFUL_RESCALE},
     backoff::{Backoff, object_key},
+    events::EventRecorder,
+    guard::{self, DeserializeGuard},
+    k8s_openapi::api::core::v1::ObjectReference,
+    kube::{
+        self, Api, Client, Resource, ResourceExt,
+        runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
+    },
+    runtime::Deps,
     watch::{self, Relists},
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
-};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     Error, Result,
@@ -54,9 +64,13 @@ impl Clock for SystemClock {
     }
 }
 
-/// Settings of the controller.
+/// Settings of the controller (built from the flags in `main.rs`).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Config {
+    /// Watch only this namespace (`None`: all).
+    pub namespace: Option<String>,
+    /// Shift of the controller's clock (`--clock-offset`, for tests only).
+    pub clock_offset: chrono::Duration,
     /// Zone of objects without `spec.timeZone`.
     pub default_tz: Tz,
     /// Reconciliations running at once.
@@ -71,12 +85,14 @@ pub struct Settings {
     pub status_writers: usize,
 }
 
-/// Default of [`Settings::read_ahead`].
+/// Default of [`Config::read_ahead`].
 pub const DEFAULT_READ_AHEAD: Duration = Duration::from_secs(10);
 
-impl Default for Settings {
+impl Default for Config {
     fn default() -> Self {
         Self {
+            namespace: None,
+            clock_offset: chrono::Duration::zero(),
             default_tz: Tz::UTC,
             concurrency: 256,
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
@@ -106,24 +122,27 @@ pub struct Context {
     /// Now.
     pub clock: Arc<dyn Clock>,
     /// Settings.
-    pub settings: Settings,
+    pub settings: Config,
+    /// The process's Event recorder (reports objects that cannot be decoded at once; the
+    /// reconciliations' Events go through [`Context::events`], which publishes with it).
+    pub recorder: EventRecorder,
 }
 
 impl Context {
-    /// A context over `client`. Must be called inside a tokio runtime (the Event publishers
-    /// and status writers are spawned).
+    /// A context over `client`, publishing Events with `recorder`. Must be called inside a
+    /// tokio runtime (the Event publishers and status writers are spawned).
     pub fn new(
         client: Client,
+        recorder: EventRecorder,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
-        settings: Settings,
+        settings: Config,
     ) -> Self {
         let gate = Arc::new(FireGate::default());
         Self {
             scaler: Scaler::new(client.clone()),
             events: EventQueue::new(
-                client.clone(),
-                COMPONENT,
+                recorder.clone(),
                 settings.event_queue,
                 crate::events::DEFAULT_WORKERS,
                 Some(gate.clone()),
@@ -141,6 +160,7 @@ impl Context {
             backoff: Backoff::new(settings.backoff.0, settings.backoff.1),
             clock,
             settings,
+            recorder,
         }
     }
 
@@ -164,11 +184,23 @@ fn invalid_message(status: Option<&CronHPAStatus>) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
-/// One reconciliation of one CronHPA.
-pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
+/// One reconciliation of one CronHPA (in kube-runtime's `reconciling object` span, which names
+/// the object and the trigger). One that cannot be decoded is reported and left until it is
+/// edited.
+pub async fn reconcile(
+    guarded: Arc<DeserializeGuard<CronHPA>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let Some(obj) = guard::decoded(&guarded, &ctx.recorder).await else {
+        return Ok(Action::await_change());
+    };
+    reconcile_object(obj, &ctx).await
+}
+
+async fn reconcile_object(obj: &CronHPA, ctx: &Context) -> Result<Action> {
     let _timer = ctx.metrics.reconcile.count_and_measure();
     let namespace = obj.namespace().unwrap_or_default();
-    let key = key_of(&obj);
+    let key = key_of(obj);
     let now = ctx.clock.now();
     // The watch event of our own status patch: nothing to decide before the wake-up.
     let unchanged = ctx
@@ -184,11 +216,11 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
         .overlay(&key, obj.metadata.resource_version.as_deref())
     {
         Some(status) => {
-            let mut obj = (*obj).clone();
+            let mut obj = obj.clone();
             obj.status = Some(status);
-            Arc::new(obj)
+            std::borrow::Cow::Owned(obj)
         }
-        None => obj,
+        None => std::borrow::Cow::Borrowed(obj),
     };
     let plan = plan(&obj, now, ctx.settings.default_tz);
     let reference = obj.object_ref(&());
@@ -202,55 +234,9 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
             .await;
     }
     if let Some(fire) = &plan.fire {
-        let firing = ctx.gate.enter();
-        let result = ctx
-            .scaler
-            .scale(
-                &key,
-                &namespace,
-                &obj.spec.scale_target_ref,
-                fire.target_replicas,
-                fire.scheduled,
-            )
-            .await;
-        drop(firing);
-        match result {
-            Ok(scaled) => {
-                let lag = (ctx.clock.now() - fire.scheduled)
-                    .to_std()
-                    .unwrap_or_default();
-                ctx.metrics.lag.observe(lag.as_secs_f64());
-                ctx.metrics.fires.with_label_values(&["succeeded"]).inc();
-                tracing::info!(object = %key, cron = fire.index, scheduled = %fire.scheduled,
-                    lag_ms = lag.as_millis() as u64, changed = scaled.changed, "{}", scaled.message);
-                if scaled.changed {
-                    ctx.events
-                        .normal(
-                            &reference,
-                            REASON_SUCCESSFUL_RESCALE,
-                            "Scale",
-                            &scaled.message,
-                        )
-                        .await;
-                }
-                outcome = Some(Outcome::Succeeded {
-                    message: scaled.message,
-                    changed: scaled.changed,
-                });
-            }
-            Err(error) => {
-                ctx.metrics.fires.with_label_values(&["failed"]).inc();
-                tracing::warn!(object = %key, cron = fire.index, %error, "scale failed");
-                ctx.events
-                    .warning(&reference, error.event_reason(), "Scale", error.to_string())
-                    .await;
-                outcome = Some(Outcome::Failed {
-                    reason: error.event_reason(),
-                    message: error.to_string(),
-                });
-                failure = Some(error);
-            }
-        }
+        let (done, failed) = fire_once(ctx, obj.as_ref(), &key, &reference, fire).await;
+        outcome = Some(done);
+        failure = failed;
     }
 
     let old_status = obj.status.as_ref();
@@ -316,32 +302,112 @@ pub async fn reconcile(obj: Arc<CronHPA>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
+/// Scales the target for one occurrence (the fire path: nothing but the scale is awaited
+/// before it, the Event is queued). The outcome for the status, and the error on failure.
+async fn fire_once(
+    ctx: &Context,
+    obj: &CronHPA,
+    key: &str,
+    reference: &ObjectReference,
+    fire: &crate::plan::Fire,
+) -> (Outcome, Option<Error>) {
+    let namespace = obj.namespace().unwrap_or_default();
+    let firing = ctx.gate.enter();
+    let result = ctx
+        .scaler
+        .scale(
+            key,
+            &namespace,
+            &obj.spec.scale_target_ref,
+            fire.target_replicas,
+            fire.scheduled,
+        )
+        .await;
+    drop(firing);
+    match result {
+        Ok(scaled) => {
+            let lag = (ctx.clock.now() - fire.scheduled)
+                .to_std()
+                .unwrap_or_default();
+            ctx.metrics.lag.observe(lag.as_secs_f64());
+            ctx.metrics.fires.with_label_values(&["succeeded"]).inc();
+            tracing::info!(object = %key, cron = fire.index, scheduled = %fire.scheduled,
+                lag_ms = lag.as_millis() as u64, changed = scaled.changed, "{}", scaled.message);
+            if scaled.changed {
+                ctx.events
+                    .normal(
+                        reference,
+                        REASON_SUCCESSFUL_RESCALE,
+                        "Scale",
+                        &scaled.message,
+                    )
+                    .await;
+            }
+            let outcome = Outcome::Succeeded {
+                message: scaled.message,
+                changed: scaled.changed,
+            };
+            (outcome, None)
+        }
+        Err(error) => {
+            ctx.metrics.fires.with_label_values(&["failed"]).inc();
+            tracing::warn!(object = %key, cron = fire.index, %error, "scale failed");
+            ctx.events
+                .warning(reference, error.event_reason(), "Scale", error.to_string())
+                .await;
+            let outcome = Outcome::Failed {
+                reason: error.event_reason(),
+                message: error.to_string(),
+            };
+            (outcome, Some(error))
+        }
+    }
+}
+
 /// Retry delay of a failed reconciliation: the object's backoff, but never past its next
 /// scheduled occurrence.
-pub fn error_policy(obj: Arc<CronHPA>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    guarded: Arc<DeserializeGuard<CronHPA>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.reconcile.failure(error.metric_label());
-    let key = key_of(&obj);
+    // Only a decoded object reconciles, and so fails.
+    let Ok(obj) = &guarded.0 else {
+        return Action::await_change();
+    };
+    let key = key_of(obj);
     let delay = ctx.backoff.next_delay(&key);
     let now = ctx.clock.now();
-    let next = plan(&obj, now, ctx.settings.default_tz).requeue_after(now, ctx.settings.read_ahead);
+    let next = plan(obj, now, ctx.settings.default_tz).requeue_after(now, ctx.settings.read_ahead);
     tracing::debug!(object = %key, %error, ?delay, "reconcile failed, retrying");
     Action::requeue(next.map_or(delay, |n| n.min(delay)))
 }
 
-/// Runs the controller until `stop` is cancelled. `namespace`: watch only this namespace.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    health: Health,
-    stop: CancellationToken,
-) {
-    let api: Api<CronHPA> = match &namespace {
+/// Runs the controller until `stop` is cancelled (the entry every controller crate has).
+pub async fn run(deps: Deps, config: Config, metrics: Metrics, stop: CancellationToken) {
+    let clock = Arc::new(SystemClock {
+        offset: config.clock_offset,
+    });
+    let ctx = Arc::new(Context::new(
+        deps.client,
+        deps.events,
+        Arc::new(metrics),
+        clock,
+        config,
+    ));
+    run_with(ctx, deps.health, stop).await;
+}
+
+/// [`run`] over a prepared context (tests inject their clock this way).
+pub async fn run_with(ctx: Arc<Context>, health: Health, stop: CancellationToken) {
+    let api: Api<DeserializeGuard<CronHPA>> = match &ctx.settings.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
     // Relist-safe triggers (addon_common::watch): after a relist every CronHPA is reconciled
     // from the refreshed store, never from its pre-relist content.
-    let (store, writer) = reflector::store::<CronHPA>();
+    let (store, writer) = reflector::store::<DeserializeGuard<CronHPA>>();
     let (relists, relisted) = Relists::channel();
     let events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -352,32 +418,10 @@ pub async fn run(
             kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
         );
     health.set(CACHE_CHECK, false, "waiting for the CronHPA cache");
-    let background = {
-        let store = store.clone();
-        let health = health.clone();
-        let metrics = ctx.metrics.clone();
-        let ctx = ctx.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if !watch::store_synced(&store, &stop).await {
-                return;
-            }
-            health.set(CACHE_CHECK, true, "");
-            // Deleted objects leave the `objects` gauge (in memory only, no API calls).
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {
-                        let keys: std::collections::HashSet<String> =
-                            store.state().iter().map(|o| key_of(o)).collect();
-                        metrics.prune(|k| keys.contains(k));
-                        ctx.retain_objects(|k| keys.contains(k));
-                    }
-                }
-            }
-        })
-    };
+    let background = tokio::spawn(
+        maintain(store, health.clone(), ctx.clone(), stop.clone())
+            .instrument(tracing::info_span!("cache")),
+    );
     controller
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx.clone())
@@ -405,4 +449,33 @@ pub async fn run(
     }
     ctx.metrics.clear();
     health.remove(CACHE_CHECK);
+}
+
+/// Marks the cache ready once it is, then forgets deleted objects now and then (the
+/// `objects` gauge, the per-object state; in memory only, no API calls).
+async fn maintain(
+    store: reflector::Store<DeserializeGuard<CronHPA>>,
+    health: Health,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    if !watch::store_synced(&store, &stop).await {
+        return;
+    }
+    health.set(CACHE_CHECK, true, "");
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let keys: std::collections::HashSet<String> = store
+                    .state()
+                    .iter()
+                    .map(|o| object_key(o.meta().namespace.as_deref(), &o.name_any()))
+                    .collect();
+                ctx.metrics.prune(|k| keys.contains(k));
+                ctx.retain_objects(|k| keys.contains(k));
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use addon_common::api::cronhpa::{REASON_FAILED_GET_SCALE, REASON_FAILED_RESCALE};
+use addon_common::kube;
 
 /// Errors of the CronHPA controller and webhook.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +44,12 @@ pub enum Error {
         source: kube::Error,
     },
 
-    /// Shared plumbing (metrics registry, client, ...).
-    #[error(transparent)]
-    Common(#[from] addon_common::Error),
-
-    /// (De)serialisation.
-    #[error("serialization: {0}")]
-    Serialization(#[from] serde_json::Error),
+    /// Registering the controller's metrics failed.
+    #[error("cannot register the metrics: {source}")]
+    RegisterMetrics {
+        #[source]
+        source: addon_common::Error,
+    },
 }
 
 impl Error {
@@ -61,8 +61,7 @@ impl Error {
             Error::GetScale { .. } => "get_scale",
             Error::Rescale { .. } => "rescale",
             Error::Status { .. } => "status",
-            Error::Common(e) => e.metric_label(),
-            Error::Serialization(_) => "serialization",
+            Error::RegisterMetrics { .. } => "register_metrics",
         }
     }
 

@@ -28,8 +28,8 @@ use addon_common::{
     events::{EventRecorder, EventType},
     k8s_openapi::api::core::v1::ObjectReference,
 };
-use kube::Client;
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 use crate::status::{FireGate, MAX_DEFER};
 
@@ -69,13 +69,13 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
-    /// A queue of at most `capacity` Events, published by `workers` tasks as `component`.
-    /// Must be called inside a tokio runtime (it spawns the workers, which stop when every
-    /// clone of the queue is dropped).
+    /// A queue of at most `capacity` Events, published with `recorder` (the process's one,
+    /// so that an object's Events fold into series) by `workers` tasks. Must be called inside
+    /// a tokio runtime (it spawns the workers, which stop when every clone of the queue is
+    /// dropped).
     /// With a `gate`, each Event waits (boundedly) for the fires in flight to end.
     pub fn new(
-        client: Client,
-        component: &str,
+        recorder: EventRecorder,
         capacity: usize,
         workers: usize,
         gate: Option<Arc<FireGate>>,
@@ -83,25 +83,31 @@ impl EventQueue {
         let workers = workers.max(1);
         let per_shard = (capacity / workers).max(1);
         let outstanding = Arc::new(Outstanding::default());
-        // One series cache for the controller; the workers share it.
-        let recorder = EventRecorder::new(client, component);
         let shards: Vec<mpsc::Sender<Pending>> = (0..workers)
-            .map(|_| {
+            .map(|worker| {
                 let (tx, mut rx) = mpsc::channel::<Pending>(per_shard);
                 let recorder = recorder.clone();
                 let outstanding = outstanding.clone();
                 let gate = gate.clone();
-                tokio::spawn(async move {
+                let task = async move {
                     while let Some(e) = rx.recv().await {
                         if let Some(gate) = &gate {
                             gate.quiet(MAX_DEFER).await;
                         }
+                        let span = tracing::info_span!(
+                            "publish_event",
+                            namespace = e.regarding.namespace.as_deref().unwrap_or_default(),
+                            name = e.regarding.name.as_deref().unwrap_or_default(),
+                            reason = e.reason
+                        );
                         recorder
                             .publish(&e.regarding, None, e.type_, e.reason, e.action, e.note)
+                            .instrument(span)
                             .await;
                         outstanding.done();
                     }
-                });
+                };
+                tokio::spawn(task.instrument(tracing::info_span!("event_queue", worker)));
                 tx
             })
             .collect();
@@ -199,8 +205,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use addon_common::kube::{Client, client::Body};
     use http::{Request, Response};
-    use kube::client::Body;
 
     /// A client whose Events API records (object, note) and waits on `gate` first.
     fn client(
@@ -252,7 +258,8 @@ mod tests {
     #[tokio::test]
     async fn events_keep_their_order_per_object_and_flush_waits_for_all() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let queue = EventQueue::new(client(seen.clone(), Arc::default()), "test", 64, 3, None);
+        let recorder = EventRecorder::new(client(seen.clone(), Arc::default()), "test");
+        let queue = EventQueue::new(recorder, 64, 3, None);
         for i in 0..10 {
             for name in ["a", "b", "c", "d"] {
                 // Distinct reasons: no folding into series.
@@ -283,7 +290,12 @@ mod tests {
         let gate = Arc::new(tokio::sync::RwLock::new(()));
         let blocked = gate.clone().write_owned().await;
         // One worker, room for two waiting Events.
-        let queue = EventQueue::new(client(seen.clone(), gate), "test", 2, 1, None);
+        let queue = EventQueue::new(
+            EventRecorder::new(client(seen.clone(), gate), "test"),
+            2,
+            1,
+            None,
+        );
         // Distinct reasons: each Event is its own (no folding into a series).
         let publish = |note: &'static str| {
             let queue = queue.clone();

@@ -1,7 +1,5 @@
 //! `cronhpa-controller`: the CronHPA controller and its validating webhook.
 
-use std::sync::Arc;
-
 use addon_common::{
     cli::{CommonArgs, RuntimeArgs, WebhookArgs},
     runtime::{self, Process, RuntimeDefaults},
@@ -11,7 +9,7 @@ use addon_common::{
 use chrono_tz::Tz;
 use clap::Parser;
 use cronhpa_controller::{
-    controller::{self, COMPONENT, Context, Settings, SystemClock},
+    controller::{self, COMPONENT, Config},
     metrics::Metrics,
     schedule::parse_time_zone,
     webhook,
@@ -78,40 +76,30 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
     let process = Process::start(COMPONENT, &args.common).await?;
-    let metrics = Arc::new(Metrics::register(&process.registry)?);
+    let metrics = Metrics::register(&process.registry)?;
     if !args.clock_offset.is_zero() {
         tracing::warn!(offset = %args.clock_offset, "clock offset set: for tests only");
     }
     let router = webhook::router(args.default_time_zone, Some(metrics.webhook.clone()));
     serve_webhook(&args.webhook, &process, router, WEBHOOK).await?;
     let config = config(&args);
-    let clock = Arc::new(SystemClock {
-        offset: args.clock_offset,
-    });
-    let namespace = args.common.watch.watch_namespace.clone();
-    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?namespace, "starting");
+    tracing::info!(default_time_zone = %args.default_time_zone, namespace = ?config.namespace, "starting");
     let deps = process.deps();
     process
-        .run(move |stop| {
-            let ctx = Arc::new(Context::new(
-                deps.client.clone(),
-                metrics.clone(),
-                clock.clone(),
-                config.clone(),
-            ));
-            controller::run(ctx, namespace.clone(), deps.health.clone(), stop)
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     Ok(())
 }
 
 /// The controller's settings from the flags.
-fn config(args: &Args) -> Settings {
-    Settings {
+fn config(args: &Args) -> Config {
+    Config {
+        namespace: args.common.watch.watch_namespace.clone(),
+        clock_offset: args.clock_offset,
         default_tz: args.default_time_zone,
         concurrency: args.concurrency,
         read_ahead: args.read_ahead,
-        ..Settings::default()
+        ..Config::default()
     }
 }
 

@@ -1,11 +1,20 @@
 //! The controller's metrics, in the binary's one registry.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use addon_common::{metrics::ReconcileMetrics, webhook::ReviewMetrics};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::Result;
+use crate::{Error, Result};
+
+fn registration(error: impl Into<addon_common::Error>) -> Error {
+    Error::RegisterMetrics {
+        source: error.into(),
+    }
+}
 
 /// Buckets of the scheduling lag: 10 ms to 10 minutes.
 pub const LAG_BUCKETS: &[f64] = &[
@@ -15,7 +24,8 @@ pub const LAG_BUCKETS: &[f64] = &[
 /// Condition labels of the `objects` gauge.
 pub const CONDITIONS: [&str; 4] = ["ready", "failing", "suspended", "invalid"];
 
-/// Every metric of the controller.
+/// Every metric of the controller. Clones share the metrics (and the per-object conditions).
+#[derive(Clone)]
 pub struct Metrics {
     /// `cronhpa_controller_reconcile_total`, `_reconcile_errors_total{error}`,
     /// `_reconcile_duration_seconds`.
@@ -33,13 +43,14 @@ pub struct Metrics {
     pub status_writes: IntCounterVec,
     /// `cronhpa_controller_webhook_requests_total{result}`: admission reviews answered.
     pub webhook: ReviewMetrics,
-    states: Mutex<HashMap<String, &'static str>>,
+    states: Arc<Mutex<HashMap<String, &'static str>>>,
 }
 
 impl Metrics {
     /// Registers the metrics in `registry`.
     pub fn register(registry: &Registry) -> Result<Self> {
-        let reconcile = ReconcileMetrics::register(registry, "cronhpa-controller")?;
+        let reconcile =
+            ReconcileMetrics::register(registry, "cronhpa-controller").map_err(registration)?;
         let fires = IntCounterVec::new(
             Opts::new(
                 "cronhpa_controller_fires_total",
@@ -47,7 +58,7 @@ impl Metrics {
             ),
             &["result"],
         )
-        .map_err(addon_common::Error::from)?;
+        .map_err(registration)?;
         let lag = Histogram::with_opts(
             HistogramOpts::new(
                 "cronhpa_controller_schedule_lag_seconds",
@@ -55,7 +66,7 @@ impl Metrics {
             )
             .buckets(LAG_BUCKETS.to_vec()),
         )
-        .map_err(addon_common::Error::from)?;
+        .map_err(registration)?;
         let objects = IntGaugeVec::new(
             Opts::new(
                 "cronhpa_controller_objects",
@@ -63,7 +74,7 @@ impl Metrics {
             ),
             &["condition"],
         )
-        .map_err(addon_common::Error::from)?;
+        .map_err(registration)?;
         let status_writes = IntCounterVec::new(
             Opts::new(
                 "cronhpa_controller_status_writes_total",
@@ -71,16 +82,17 @@ impl Metrics {
             ),
             &["result"],
         )
-        .map_err(addon_common::Error::from)?;
+        .map_err(registration)?;
         for c in [
             Box::new(fires.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(lag.clone()),
             Box::new(objects.clone()),
             Box::new(status_writes.clone()),
         ] {
-            registry.register(c).map_err(addon_common::Error::from)?;
+            registry.register(c).map_err(registration)?;
         }
-        let webhook = ReviewMetrics::register(registry, "cronhpa-controller")?;
+        let webhook =
+            ReviewMetrics::register(registry, "cronhpa-controller").map_err(registration)?;
         for c in CONDITIONS {
             objects.with_label_values(&[c]).set(0);
         }
@@ -97,7 +109,7 @@ impl Metrics {
             objects,
             status_writes,
             webhook,
-            states: Mutex::new(HashMap::new()),
+            states: Arc::default(),
         })
     }
 

@@ -9,16 +9,17 @@
 //! when it says a write is needed; "already at size" is always confirmed by a read at the
 //! scheduled time, so a no-op never rests on a stale read.
 
+use addon_common::kube;
 use std::{collections::HashMap, sync::Mutex};
 
 use addon_common::api::cronhpa::CrossVersionObjectReference;
 use addon_common::k8s_openapi::api::autoscaling::{v1::Scale, v2::HorizontalPodAutoscaler};
-use chrono::{DateTime, Utc};
-use kube::{
+use addon_common::kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     discovery,
 };
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::{Error, Result, validate::default_api_version};

@@ -19,6 +19,7 @@
 //! restart. That repeat is harmless: the target is read first and, being at size already, is
 //! left alone (no write, no Event), as for any "already at size" fire.
 
+use addon_common::kube;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
@@ -28,15 +29,16 @@ use std::{
     time::Duration,
 };
 
-use addon_common::writes::Writer;
-use addon_common::{api::cronhpa::CronHPA, api::cronhpa::CronHPAStatus, backoff::Backoff};
-use chrono::{DateTime, Utc};
-use kube::{
+use addon_common::kube::{
     Client,
     api::{Patch, PatchParams},
 };
+use addon_common::writes::Writer;
+use addon_common::{api::cronhpa::CronHPA, api::cronhpa::CronHPAStatus, backoff::Backoff};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{Error, metrics::Metrics, plan::Written};
 
@@ -169,7 +171,7 @@ impl StatusWriter {
         for _ in 0..writers.max(1) {
             let weak = Arc::downgrade(&inner);
             let work = inner.work.clone();
-            tokio::spawn(async move {
+            let task = async move {
                 loop {
                     let notified = work.notified();
                     tokio::pin!(notified);
@@ -178,14 +180,16 @@ impl StatusWriter {
                         let Some(inner) = weak.upgrade() else { return };
                         let key = inner.lock().queue.pop_front();
                         if let Some(key) = key {
-                            inner.write(key).await;
+                            let span = tracing::info_span!("write_status", object = %key);
+                            inner.write(key).instrument(span).await;
                             continue;
                         }
                     }
                     // Re-check now and then: the last writer handle may be gone.
                     let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
                 }
-            });
+            };
+            tokio::spawn(task.instrument(tracing::info_span!("status_writer")));
         }
         Self { inner }
     }
@@ -374,13 +378,14 @@ impl Inner {
                 if current && let Some(e) = s.entries.get_mut(&key) {
                     e.phase = Phase::Queued;
                     let weak = Arc::downgrade(self);
-                    tokio::spawn(async move {
+                    let retry = async move {
                         tokio::time::sleep(delay).await;
                         if let Some(inner) = weak.upgrade() {
                             inner.lock().queue.push_back(key);
                             inner.work.notify_one();
                         }
-                    });
+                    };
+                    tokio::spawn(retry.in_current_span());
                 }
             }
         }
@@ -422,7 +427,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let waiter = {
             let gate = gate.clone();
-            tokio::spawn(async move { gate.quiet(Duration::from_secs(60)).await })
+            tokio::spawn(async move { gate.quiet(Duration::from_secs(60)).await }.in_current_span())
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(first);

@@ -8,16 +8,16 @@
 //! mounted Secret. Without a directory or certificate files the controller manages its own
 //! certificate in a Secret, as tapp-controller does. No key is committed anywhere.
 
+use addon_common::kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, Operation},
+};
 use addon_common::{
     api::cronhpa::CronHPA,
     webhook::{ReviewMetrics, admission_handler_observed},
 };
 use axum::Router;
 use chrono_tz::Tz;
-use kube::core::{
-    DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, Operation},
-};
 
 use crate::validate::validate;
 
@@ -74,7 +74,7 @@ pub fn router(default_tz: Tz, reviews: Option<ReviewMetrics>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::admission::AdmissionReview;
+    use addon_common::kube::core::admission::AdmissionReview;
     use serde_json::json;
 
     fn review_json(

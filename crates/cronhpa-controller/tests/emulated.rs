@@ -3,21 +3,22 @@
 //! shifted with the same offset the test-only `--clock-offset` flag sets, so a weekly
 //! schedule comes due a few seconds after the test starts.
 
-use std::{sync::Arc, time::Duration};
+use addon_common::{k8s_openapi, kube};
+use std::time::Duration;
 
 use addon_common::api::{all_crds, cronhpa::CronHPA};
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc, Weekday};
-use cronhpa_controller::{
-    controller::{Context, Settings, SystemClock, run},
-    metrics::Metrics,
-};
-use k8s_openapi::{
+use addon_common::k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Event},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kube::{
+use addon_common::kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams, PostParams},
+};
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc, Weekday};
+use cronhpa_controller::{
+    controller::{Config, run},
+    metrics::Metrics,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -47,10 +48,27 @@ where
 }
 
 async fn env() -> Env {
+    env_with(&[]).await
+}
+
+/// As [`env`], the CRDs named in `schemaless` installed without a schema (any field of any
+/// type, as the Go originals' v1beta1 CRDs), so that the store can hold objects this
+/// controller cannot decode.
+async fn env_with(schemaless: &[&str]) -> Env {
     let server = e2e::ApiServer::new(e2e::Config::default());
     let client = server.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
+    for mut crd in all_crds() {
+        if schemaless.contains(&crd.metadata.name.as_deref().unwrap_or_default()) {
+            for version in &mut crd.spec.versions {
+                version.schema = Some(
+                    serde_json::from_value(json!({"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": true
+                    }}))
+                    .expect("schemaless"),
+                );
+            }
+        }
         crds.create(&PostParams::default(), &crd)
             .await
             .expect("create CRD");
@@ -65,22 +83,20 @@ async fn env() -> Env {
 /// Starts the controller with its clock shifted so that "now" reads `fake_now`.
 fn start_controller(env: &Env, fake_now: DateTime<Utc>) {
     let registry = prometheus::Registry::new();
-    let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
-    let clock = Arc::new(SystemClock {
-        offset: fake_now - Utc::now(),
-    });
-    let ctx = Arc::new(Context::new(
-        env.client.clone(),
-        metrics,
-        clock,
-        Settings::default(),
-    ));
-    tokio::spawn(run(
-        ctx,
-        None,
-        addon_common::admin::Health::default(),
-        env.stop.clone(),
-    ));
+    let metrics = Metrics::register(&registry).expect("metrics");
+    let config = Config {
+        clock_offset: fake_now - Utc::now(),
+        ..Config::default()
+    };
+    let deps = addon_common::runtime::Deps {
+        client: env.client.clone(),
+        health: addon_common::admin::Health::default(),
+        events: addon_common::events::EventRecorder::new(
+            env.client.clone(),
+            cronhpa_controller::controller::COMPONENT,
+        ),
+    };
+    tokio::spawn(run(deps, config, metrics, env.stop.clone()));
 }
 
 async fn deployment(client: &Client, name: &str, replicas: i32) {
@@ -336,5 +352,65 @@ async fn tapp_and_hpa_targets_and_an_invalid_neighbour() {
         broken.message.contains("spec.crons[0].schedule"),
         "{}",
         broken.message
+    );
+}
+
+/// A CronHPA the Go original left in its schemaless CRD with a wrong-typed field does not stop
+/// the controller: the valid one next to it still fires, and the broken one gets a Warning
+/// Event saying why it is skipped. (Without the decoding guard the watch's list fails as a
+/// whole and nothing is ever reconciled.)
+#[tokio::test]
+async fn an_undecodable_cronhpa_is_reported_and_the_others_still_fire() {
+    let env = env_with(&["cronhpas.extensions.tkestack.io"]).await;
+    deployment(&env.client, "web-servers", 5).await;
+    let legacy: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<CronHPA>(&()),
+    );
+    let broken: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "extensions.tkestack.io/v1", "kind": "CronHPA",
+        "metadata": {"name": "legacy-cron", "namespace": "default"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-servers"},
+                 "crons": [{"schedule": "0 8 * * *", "targetReplicas": "60"}]}
+    }))
+    .expect("object");
+    legacy
+        .create(&PostParams::default(), &broken)
+        .await
+        .expect("the schemaless CRD stores a wrong-typed field");
+    create_seed(&env.client, SEED_DAILY).await;
+    let today = Utc::now().date_naive();
+    let at = |h| Utc.from_utc_datetime(&today.and_hms_opt(h, 0, 0).expect("time"));
+    set_last_schedule(&env.client, "web-servers-cronhpa", at(7)).await;
+    start_controller(&env, at(10));
+
+    until("the valid CronHPA's catch-up scale", || async {
+        (replicas_of(&env.client, "web-servers").await == 10).then_some(())
+    })
+    .await;
+    let warning = until("the InvalidObject Event", || async {
+        let list = Api::<Event>::namespaced(env.client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("InvalidObject")
+                && e.involved_object.name.as_deref() == Some("legacy-cron")
+        })
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("cannot decode this object") && m.contains("\"60\"")),
+        "{warning:?}"
+    );
+    assert_eq!(
+        warning.involved_object.kind.as_deref(),
+        Some("CronHPA"),
+        "{warning:?}"
     );
 }

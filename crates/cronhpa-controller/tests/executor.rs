@@ -3,6 +3,7 @@
 //! Each test drives `reconcile` directly with a manual clock. The full e2e tier (kubectl,
 //! watches, leader election) runs against the emulated API server of the `e2e` crate.
 
+use addon_common::kube;
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -11,17 +12,18 @@ use std::{
 };
 
 use addon_common::api::cronhpa::CronHPA;
+use addon_common::kube::{Client, runtime::controller::Action};
+use addon_common::{events::EventRecorder, guard::DeserializeGuard};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cronhpa_controller::{
-    controller::{Clock, Context, Settings, error_policy, reconcile},
+    controller::{COMPONENT, Clock, Config, Context, error_policy, reconcile},
     metrics::Metrics,
     scale::ORIGINAL_MAX_ANNOTATION,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
-use kube::{Client, runtime::controller::Action};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -336,13 +338,18 @@ fn utc(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The object as the Controller hands it over: through the decoding guard.
+fn guarded(obj: &CronHPA) -> Arc<DeserializeGuard<CronHPA>> {
+    Arc::new(DeserializeGuard(Ok(obj.clone())))
+}
+
 /// One reconciliation, then its background status write (which the controller's cache shows
 /// before the object's next reconciliation).
 async fn reconcile_written(
     obj: Arc<CronHPA>,
     ctx: Arc<Context>,
 ) -> Result<Action, cronhpa_controller::Error> {
-    let result = reconcile(obj, ctx.clone()).await;
+    let result = reconcile(guarded(&obj), ctx.clone()).await;
     assert!(
         ctx.status.flush_for(Duration::from_secs(10)).await,
         "status not written"
@@ -353,7 +360,13 @@ async fn reconcile_written(
 fn context(api: &MockApi, clock: Arc<ManualClock>) -> (Arc<Context>, prometheus::Registry) {
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
-    let ctx = Context::new(api.client(), metrics, clock, Settings::default());
+    let ctx = Context::new(
+        api.client(),
+        EventRecorder::new(api.client(), COMPONENT),
+        metrics,
+        clock,
+        Config::default(),
+    );
     (Arc::new(ctx), registry)
 }
 
@@ -516,7 +529,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
     assert_eq!(err.metric_label(), "get_scale");
     assert_eq!(err.event_reason(), "FailedGetScale");
     assert_eq!(
-        error_policy(Arc::new(obj.clone()), &err, ctx.clone()),
+        error_policy(guarded(&obj), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(1))
     );
     let stored = api.cronhpa("web-servers-cronhpa");
@@ -544,7 +557,7 @@ async fn api_faults_are_reported_and_retried_with_backoff() {
         .await
         .expect_err("500 again");
     assert_eq!(
-        error_policy(Arc::new(stored.clone()), &err, ctx.clone()),
+        error_policy(guarded(&stored), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(2))
     );
 
@@ -777,15 +790,15 @@ async fn controller_fires_on_timers_without_polling() {
     let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
     let ctx = Arc::new(Context::new(
         api.client(),
+        EventRecorder::new(api.client(), COMPONENT),
         metrics,
         clock.clone(),
-        Settings::default(),
+        Config::default(),
     ));
     let health = addon_common::admin::Health::default();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(cronhpa_controller::controller::run(
+    let task = tokio::spawn(cronhpa_controller::controller::run_with(
         ctx,
-        None,
         health.clone(),
         stop.clone(),
     ));
@@ -1053,9 +1066,7 @@ async fn statuses_wait_for_fires_in_flight_and_a_stale_cache_never_fires_twice()
 
     // Another object's scale is still in flight: this fire's status and Event wait for it.
     let other_fire = ctx.gate.enter();
-    reconcile(Arc::new(obj.clone()), ctx.clone())
-        .await
-        .expect("08:00");
+    reconcile(guarded(&obj), ctx.clone()).await.expect("08:00");
     assert_eq!(api.replicas("web-servers"), 60);
     assert_eq!(api.count("PUT"), 1);
     assert_eq!(ctx.status.pending(), 1);
@@ -1074,7 +1085,7 @@ async fn statuses_wait_for_fires_in_flight_and_a_stale_cache_never_fires_twice()
             .expect("deployment")["spec"]["replicas"] = json!(3);
     });
     clock.set("2024-01-02T08:00:01Z");
-    reconcile(Arc::new(obj.clone()), ctx.clone())
+    reconcile(guarded(&obj), ctx.clone())
         .await
         .expect("stale cache");
     assert_eq!(api.count("PUT"), 1, "fired once");

@@ -138,12 +138,12 @@ impl Ipam {
         }
         if !dropped.is_empty() {
             dropped.sort_unstable();
-            return Err(Error::ConfigDropsAllocated(
-                dropped
+            return Err(Error::ConfigDropsAllocated {
+                ips: dropped
                     .into_iter()
                     .map(|ip| Ipv4Addr::from(ip).to_string())
                     .collect(),
-            ));
+            });
         }
         *layout = build_layout(Arc::new(config), all);
         Ok(())

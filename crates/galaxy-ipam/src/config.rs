@@ -177,8 +177,8 @@ pub struct PoolConfig {
 impl PoolConfig {
     /// Parses and validates the `floatingips` JSON text.
     pub fn parse(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::Config(format!("floatingips is not a JSON array: {e}")))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|source| Error::PoolsNotJson { source })?;
         Self::from_value(&value)
     }
 
@@ -187,11 +187,12 @@ impl PoolConfig {
         let items = match value {
             Value::Array(items) => items,
             Value::Null => return Ok(Self::default()),
-            _ => return Err(Error::Config("floatingips must be a JSON array".into())),
+            _ => return Err(Error::PoolsNotArray),
         };
         let mut pools = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let pool = parse_pool(item).map_err(|e| Error::Config(format!("pool #{i}: {e}")))?;
+            let pool =
+                parse_pool(item).map_err(|reason| Error::InvalidPool { index: i, reason })?;
             pools.push(pool);
         }
         // No IP may belong to two pools.
@@ -203,10 +204,12 @@ impl PoolConfig {
         all.sort();
         for w in all.windows(2) {
             if w[1].0.first <= w[0].0.last {
-                return Err(Error::Config(format!(
-                    "pools #{} and #{} overlap: {} and {}",
-                    w[0].1, w[1].1, w[0].0, w[1].0
-                )));
+                return Err(Error::OverlappingPools {
+                    first: w[0].1,
+                    second: w[1].1,
+                    first_range: w[0].0,
+                    second_range: w[1].0,
+                });
             }
         }
         pools.sort_by_key(|p| p.gateway);
@@ -405,22 +408,32 @@ impl Default for PluginConf {
     }
 }
 
+fn invalid_setting(setting: &str, reason: String) -> Error {
+    Error::InvalidSetting {
+        setting: setting.to_owned(),
+        reason,
+    }
+}
+
 impl PluginConf {
     /// Parses the `--config` file: `{"schedule_plugin": {...}}` (keys case-insensitive;
     /// unknown keys such as the old `storageDriver` ignored).
     pub fn parse(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::Config(format!("config file is not JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|source| Error::ConfigFileNotJson { source })?;
         let root = value
             .as_object()
-            .ok_or_else(|| Error::Config("config file must be a JSON object".into()))?;
+            .ok_or_else(|| invalid_setting("", "config file must be a JSON object".into()))?;
         let mut conf = Self::default();
         let Some(plugin) = get_ci(root, "schedule_plugin") else {
             return Ok(conf);
         };
-        let plugin = plugin
-            .as_object()
-            .ok_or_else(|| Error::Config("schedule_plugin must be an object".into()))?;
+        let plugin = plugin.as_object().ok_or_else(|| {
+            invalid_setting(
+                "schedule_plugin",
+                "schedule_plugin must be an object".into(),
+            )
+        })?;
         if let Some(v) = get_ci(plugin, "floatingips")
             && !v.is_null()
         {
@@ -430,14 +443,16 @@ impl PluginConf {
             && !v.is_null()
         {
             let n = v.as_u64().ok_or_else(|| {
-                Error::Config(format!(
-                    "resyncInterval must be a number of minutes, got {v}"
-                ))
+                invalid_setting(
+                    "resyncInterval",
+                    format!("resyncInterval must be a number of minutes, got {v}"),
+                )
             })?;
             conf.resync_interval_minutes = n.max(1);
         }
-        let text =
-            |key: &str| -> Result<Option<String>> { str_field(plugin, key).map_err(Error::Config) };
+        let text = |key: &str| -> Result<Option<String>> {
+            str_field(plugin, key).map_err(|reason| invalid_setting(key, reason))
+        };
         if let Some(s) = text("configMapName")? {
             conf.config_map_name = s;
         }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use addon_common::k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -87,39 +87,47 @@ pub struct ExtenderArgs {
     pub nodes: Nodes,
 }
 
-fn object(value: &Value, what: &str) -> Result<Map<String, Value>> {
+fn malformed(request: &'static str, reason: String) -> Error {
+    Error::MalformedRequest { request, reason }
+}
+
+fn object(request: &'static str, value: &Value, what: &str) -> Result<Map<String, Value>> {
     value
         .as_object()
         .cloned()
-        .ok_or_else(|| Error::BadRequest(format!("{what} must be a JSON object")))
+        .ok_or_else(|| malformed(request, format!("{what} must be a JSON object")))
+}
+
+fn decode_json(request: &'static str, body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|source| Error::RequestNotJson { request, source })
 }
 
 impl ExtenderArgs {
     /// Decodes ExtenderArgs (`pod`, and `nodes` or `nodenames`; `nodes` wins when both are set
     /// and non-null, as in kube-scheduler which only sends one).
     pub fn decode(body: &[u8]) -> Result<Self> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| Error::BadRequest(format!("ExtenderArgs is not JSON: {e}")))?;
-        let obj = object(&value, "ExtenderArgs")?;
+        const REQUEST: &str = "ExtenderArgs";
+        let value = decode_json(REQUEST, body)?;
+        let obj = object(REQUEST, &value, REQUEST)?;
         let pod = get_ci(&obj, "pod")
             .filter(|v| !v.is_null())
-            .ok_or_else(|| Error::BadRequest("ExtenderArgs has no pod".into()))?;
+            .ok_or_else(|| malformed(REQUEST, "ExtenderArgs has no pod".into()))?;
         let pod: Pod = serde_json::from_value(pod.clone())
-            .map_err(|e| Error::BadRequest(format!("ExtenderArgs.pod: {e}")))?;
+            .map_err(|e| malformed(REQUEST, format!("ExtenderArgs.pod: {e}")))?;
         let nodes = match get_ci(&obj, "nodes").filter(|v| !v.is_null()) {
             Some(list) => {
-                let mut envelope = object(list, "nodes")?;
+                let mut envelope = object(REQUEST, list, "nodes")?;
                 let items = match envelope.remove("items") {
                     Some(Value::Array(items)) => items,
                     None | Some(Value::Null) => Vec::new(),
-                    Some(_) => return Err(Error::BadRequest("nodes.items must be a list".into())),
+                    Some(_) => return Err(malformed(REQUEST, "nodes.items must be a list".into())),
                 };
                 Nodes::Objects { envelope, items }
             }
             None => match get_ci(&obj, "nodenames").filter(|v| !v.is_null()) {
                 Some(names) => {
                     Nodes::Names(serde_json::from_value(names.clone()).map_err(|e| {
-                        Error::BadRequest(format!("nodenames must be a list of strings: {e}"))
+                        malformed(REQUEST, format!("nodenames must be a list of strings: {e}"))
                     })?)
                 }
                 None => Nodes::Names(Vec::new()),
@@ -168,16 +176,17 @@ pub struct BindingArgs {
 impl BindingArgs {
     /// Decodes the args, keys case-insensitive.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| Error::BadRequest(format!("ExtenderBindingArgs is not JSON: {e}")))?;
-        let obj = object(&value, "ExtenderBindingArgs")?;
+        const REQUEST: &str = "ExtenderBindingArgs";
+        let value = decode_json(REQUEST, body)?;
+        let obj = object(REQUEST, &value, REQUEST)?;
         let field = |k: &str| -> Result<String> {
             match get_ci(&obj, k) {
                 None | Some(Value::Null) => Ok(String::new()),
                 Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(Error::BadRequest(format!(
-                    "{k} must be a string, got {other}"
-                ))),
+                Some(other) => Err(malformed(
+                    REQUEST,
+                    format!("{k} must be a string, got {other}"),
+                )),
             }
         };
         let args = Self {
@@ -187,7 +196,8 @@ impl BindingArgs {
             node: field("Node")?,
         };
         if args.pod_name.is_empty() || args.node.is_empty() {
-            return Err(Error::BadRequest(
+            return Err(malformed(
+                REQUEST,
                 "ExtenderBindingArgs needs PodName and Node".into(),
             ));
         }
@@ -217,20 +227,20 @@ impl PreemptionArgs {
     /// Decodes the args: `nodeNameToMetaVictims` if present, else `nodeNameToVictims`
     /// converted to meta victims.
     pub fn decode(body: &[u8]) -> Result<Self> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| Error::BadRequest(format!("ExtenderPreemptionArgs is not JSON: {e}")))?;
-        let obj = object(&value, "ExtenderPreemptionArgs")?;
+        const REQUEST: &str = "ExtenderPreemptionArgs";
+        let value = decode_json(REQUEST, body)?;
+        let obj = object(REQUEST, &value, REQUEST)?;
         let pod = get_ci(&obj, "pod")
             .filter(|v| !v.is_null())
-            .ok_or_else(|| Error::BadRequest("ExtenderPreemptionArgs has no pod".into()))?;
+            .ok_or_else(|| malformed(REQUEST, "ExtenderPreemptionArgs has no pod".into()))?;
         let pod: Pod = serde_json::from_value(pod.clone())
-            .map_err(|e| Error::BadRequest(format!("ExtenderPreemptionArgs.pod: {e}")))?;
+            .map_err(|e| malformed(REQUEST, format!("ExtenderPreemptionArgs.pod: {e}")))?;
         let meta_victims = match get_ci(&obj, "nodeNameToMetaVictims").filter(|v| !v.is_null()) {
-            Some(m) => object(m, "nodeNameToMetaVictims")?,
+            Some(m) => object(REQUEST, m, "nodeNameToMetaVictims")?,
             None => {
                 let victims = get_ci(&obj, "nodeNameToVictims")
                     .filter(|v| !v.is_null())
-                    .map(|v| object(v, "nodeNameToVictims"))
+                    .map(|v| object(REQUEST, v, "nodeNameToVictims"))
                     .transpose()?
                     .unwrap_or_default();
                 victims

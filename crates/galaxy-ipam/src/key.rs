@@ -176,7 +176,9 @@ impl KeyObj {
 
     /// Parses a key. `""` (unallocated) and malformed keys are errors.
     pub fn parse(key: &str) -> Result<Self, crate::Error> {
-        let bad = || crate::Error::Key(key.to_owned());
+        let bad = || crate::Error::InvalidKey {
+            key: key.to_owned(),
+        };
         let mut rest = key;
         let mut pool = None;
         if let Some(after) = rest.strip_prefix(POOL_PREFIX) {

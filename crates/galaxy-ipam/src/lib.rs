@@ -6,12 +6,13 @@
 //! - [`plugin`]: filter / bind / release against the API (FloatingIP CRs are the durable
 //!   record; a create that finds the name taken means someone else owns the IP);
 //! - [`server`]: the extender HTTP server (`--port`) and the REST API (`--api-port`);
-//! - [`controllers`]: recovery at start, ConfigMap / FloatingIP / pod watches, resync.
+//! - [`controller`]: what the leader runs (`controller::run`): recovery at start, ConfigMap /
+//!   FloatingIP / pod / node watches, resync;
+//! - [`metrics`]: the metrics; the crate's one error type is [`Error`].
 
 pub mod allocator;
-pub mod app;
 pub mod config;
-pub mod controllers;
+pub mod controller;
 mod error;
 pub mod extender;
 pub mod key;

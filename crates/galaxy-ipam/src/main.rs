@@ -9,11 +9,11 @@ use addon_common::{
 use anyhow::Context;
 use clap::Parser;
 use galaxy_ipam::{
-    app::{self, READY_CHECK},
     config::PluginConf,
+    controller::{self, READY_CHECK},
     metrics::Metrics,
     plugin::Slot,
-    server::ServerState,
+    server::{self, ServerState},
 };
 
 const COMPONENT: &str = "galaxy-ipam";
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// No admission webhook: galaxy-ipam is a scheduler extender, so instead of a webhook it
-/// serves the extender and the REST API on every replica; only the allocator ([`app::lead`])
+/// serves the extender and the REST API on every replica; only the allocator ([`controller::run`])
 /// waits for leadership.
 async fn run(args: Args) -> anyhow::Result<()> {
     addon_common::telemetry::init(&args.common.log, COMPONENT, env!("CARGO_PKG_VERSION"))?;
@@ -113,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         registry: process.registry.clone(),
     };
     let servers_stop = tokio_util::sync::CancellationToken::new();
-    let (ext, api) = app::start_servers(
+    let (ext, api) = server::start_servers(
         SocketAddr::new(args.bind, args.port),
         SocketAddr::new(args.bind, args.api_port),
         state,
@@ -121,18 +121,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     let deps = process.deps();
+    let config = controller::Config {
+        plugin: config,
+        slot,
+    };
     process
-        .run(move |stop| {
-            app::lead(
-                deps.client.clone(),
-                config.clone(),
-                slot.clone(),
-                metrics.clone(),
-                Some(deps.health.clone()),
-                Some(deps.events.clone()),
-                stop,
-            )
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     servers_stop.cancel();
     let _ = ext.task.await;

@@ -56,7 +56,7 @@ impl Metrics {
         ] {
             registry
                 .register(c)
-                .map_err(|e| crate::Error::Common(addon_common::Error::Metrics(e)))?;
+                .map_err(|source| crate::Error::RegisterMetrics { source })?;
         }
         Ok(m)
     }

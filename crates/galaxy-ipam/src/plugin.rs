@@ -6,6 +6,7 @@
 //! been created, and a create that finds the name taken means someone else owns the IP (its
 //! record is adopted and another IP is tried).
 
+use addon_common::{k8s_openapi, kube};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
@@ -13,6 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use addon_common::k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Node, Pod},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use addon_common::kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
 use addon_common::{
     api::{
         TApp,
@@ -22,17 +34,7 @@ use addon_common::{
         },
     },
     events::EventRecorder,
-};
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::{Node, Pod},
-    },
-    apimachinery::pkg::apis::meta::v1::Time,
-};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    guard::{self, DeserializeGuard},
 };
 use serde_json::json;
 
@@ -64,6 +66,13 @@ pub const REASON_NO_FIP_CONFIG_NODE: &str = "FloatingIPPlugin:NoFIPConfigNode";
 /// has recovered its state, empty otherwise (standby replicas answer with an error).
 #[derive(Clone, Default)]
 pub struct Slot(Arc<RwLock<Option<Arc<Plugin>>>>);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let active = self.0.read().unwrap_or_else(|p| p.into_inner()).is_some();
+        f.debug_struct("Slot").field("active", &active).finish()
+    }
+}
 
 impl Slot {
     /// The active plugin.
@@ -211,7 +220,42 @@ fn fip_spec(a: &Allocation) -> FloatingIPSpec {
 
 enum Created {
     Yes,
-    Taken(Box<FloatingIP>),
+    /// The name was taken: the holder its FloatingIP records.
+    Taken(Box<Allocation>),
+}
+
+/// The holder recorded for an IP whose FloatingIP exists but cannot be decoded (a record the
+/// Go original left with a wrong-typed field): reserved, so the IP is neither handed out nor
+/// released until the record is fixed.
+pub fn unreadable_holder() -> Allocation {
+    Allocation {
+        policy: ReleasePolicy::Never,
+        reserved: true,
+        update_time: now_string(),
+        ..Allocation::default()
+    }
+}
+
+/// Whether an allocation is [`unreadable_holder`]'s.
+pub fn is_unreadable_holder(a: &Allocation) -> bool {
+    a.reserved && a.key.is_empty()
+}
+
+/// The FloatingIP of a guarded list item, watch event or read; one that does not decode is
+/// reported (log, and a Warning Event `InvalidObject` when there is a recorder) and `None`.
+pub async fn decoded_fip<'a>(
+    guarded: &'a DeserializeGuard<FloatingIP>,
+    events: Option<&EventRecorder>,
+) -> Option<&'a FloatingIP> {
+    match (events, &guarded.0) {
+        (Some(events), _) => guard::decoded(guarded, events).await,
+        (None, Ok(fip)) => Some(fip),
+        (None, Err(invalid)) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error,
+                "cannot decode the FloatingIP; skipping it until it is edited");
+            None
+        }
+    }
 }
 
 /// The outcome of a filter.
@@ -283,7 +327,11 @@ impl Plugin {
             return Ok(Some(*ip));
         }
         let api: Api<Node> = Api::all(self.client.clone());
-        let Some(n) = api.get_opt(node).await? else {
+        let found = api.get_opt(node).await.map_err(|source| Error::ReadNode {
+            node: node.to_owned(),
+            source,
+        })?;
+        let Some(n) = found else {
             return Ok(None);
         };
         let ip = node_internal_ip(&n);
@@ -300,19 +348,31 @@ impl Plugin {
         match self.fips().create(&PostParams::default(), &fip).await {
             Ok(_) => Ok(Created::Yes),
             Err(e) if crate::api_code(&e) == Some(409) => {
-                let existing = self.fips().get(&ip_string(ip)).await?;
+                let guarded: DeserializeGuard<FloatingIP> = Api::all(self.client.clone())
+                    .get(&ip_string(ip))
+                    .await
+                    .map_err(|source| Error::ReadFloatingIp {
+                        ip: ip_string(ip),
+                        source,
+                    })?;
+                let Some(existing) = decoded_fip(&guarded, self.events()).await else {
+                    return Ok(Created::Taken(Box::new(unreadable_holder())));
+                };
                 if existing.spec.key.is_empty() && !existing.is_reserved() {
                     // A record of nothing (older Galaxy versions): take it over.
                     self.patch_fip(ip, a).await?;
                     return Ok(Created::Yes);
                 }
-                Ok(Created::Taken(Box::new(existing)))
+                Ok(Created::Taken(Box::new(allocation_from_fip(existing))))
             }
-            Err(e) => Err(e.into()),
+            Err(source) => Err(Error::CreateFloatingIp {
+                ip: ip_string(ip),
+                source,
+            }),
         }
     }
 
-    async fn patch_fip(&self, ip: u32, a: &Allocation) -> kube::Result<FloatingIP> {
+    async fn patch_fip(&self, ip: u32, a: &Allocation) -> Result<FloatingIP> {
         let spec = fip_spec(a);
         let borrowed = if a.borrowed {
             json!("true")
@@ -331,6 +391,10 @@ impl Plugin {
                 &Patch::Merge(&patch),
             )
             .await
+            .map_err(|source| Error::UpdateFloatingIp {
+                ip: ip_string(ip),
+                source,
+            })
     }
 
     /// Rewrites a FloatingIP's spec (and borrowed label) from an allocation.
@@ -338,14 +402,15 @@ impl Plugin {
         match self.patch_fip(ip, a).await {
             Ok(_) => Ok(()),
             // The record vanished (deleted by hand): write it again.
-            Err(e) if crate::api_code(&e) == Some(404) => match self.create_fip(ip, a).await? {
-                Created::Yes => Ok(()),
-                Created::Taken(_) => Err(Error::Conflict(format!(
-                    "FloatingIP {} was re-created by someone else",
-                    ip_string(ip)
-                ))),
-            },
-            Err(e) => Err(e.into()),
+            Err(Error::UpdateFloatingIp { source, .. })
+                if crate::api_code(&source) == Some(404) =>
+            {
+                match self.create_fip(ip, a).await? {
+                    Created::Yes => Ok(()),
+                    Created::Taken(_) => Err(Error::FloatingIpRecreated { ip: ip_string(ip) }),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -357,7 +422,10 @@ impl Plugin {
         {
             Ok(_) => Ok(()),
             Err(e) if crate::api_code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(source) => Err(Error::DeleteFloatingIp {
+                ip: ip_string(ip),
+                source,
+            }),
         }
     }
 
@@ -388,8 +456,8 @@ impl Plugin {
             *api_time += api_start.elapsed();
             match created {
                 Ok(Created::Yes) => return Ok(Some(ip)),
-                Ok(Created::Taken(existing)) => {
-                    let theirs = allocation_from_fip(&existing);
+                Ok(Created::Taken(theirs)) => {
+                    let theirs = *theirs;
                     tracing::warn!(ip = %ip_string(ip), owner = %theirs.key, "FloatingIP already exists: adopting it and trying another IP");
                     if self.ipam.assign(ip, &alloc.key, theirs).is_err() {
                         self.ipam.release(ip, &alloc.key);
@@ -401,9 +469,7 @@ impl Plugin {
                 }
             }
         }
-        Err(Error::Conflict(
-            "too many FloatingIP conflicts; retry".into(),
-        ))
+        Err(Error::TooManyConflicts { key: alloc.key })
     }
 
     /// Learns the GroupVersionKind of a lowercased owner kind (for replicas of CRD workloads).
@@ -421,33 +487,30 @@ impl Plugin {
     pub async fn replicas(&self, key: &KeyObj) -> Result<Option<i64>> {
         if let Some(pool) = &key.pool {
             let api: Api<Pool> = Api::namespaced(self.client.clone(), POOL_NAMESPACE);
-            return Ok(api
-                .get_opt(pool)
+            return Ok(read_workload(&api, pool, pool)
                 .await?
                 .map(|p| p.spec.size)
                 .filter(|s| *s > 0));
         }
         let ns = &key.namespace;
+        let name = format!("{ns}/{}", key.app);
         match &key.kind {
             None | Some(AppKind::Bare) => Ok(None),
             Some(AppKind::Deployment) => {
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-                Ok(api
-                    .get_opt(&key.app)
+                Ok(read_workload(&api, &key.app, &name)
                     .await?
                     .map(|d| i64::from(d.spec.and_then(|s| s.replicas).unwrap_or(1))))
             }
             Some(AppKind::StatefulSet) => {
                 let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-                Ok(api
-                    .get_opt(&key.app)
+                Ok(read_workload(&api, &key.app, &name)
                     .await?
                     .map(|d| i64::from(d.spec.and_then(|s| s.replicas).unwrap_or(1))))
             }
             Some(AppKind::TApp) => {
                 let api: Api<TApp> = Api::namespaced(self.client.clone(), ns);
-                Ok(api
-                    .get_opt(&key.app)
+                Ok(read_workload(&api, &key.app, &name)
                     .await?
                     .map(|t| i64::from(t.spec.replicas)))
             }
@@ -459,15 +522,19 @@ impl Plugin {
                     .get(kind)
                     .cloned();
                 let Some((api_version, kind)) = gvk else {
-                    return Err(Error::Rejected(format!(
-                        "unknown workload kind {kind:?}: its replicas cannot be read yet"
-                    )));
+                    return Err(Error::UnknownWorkloadKind { kind: kind.clone() });
                 };
                 let (group, version) = api_version
                     .split_once('/')
                     .map_or(("", api_version.as_str()), |(g, v)| (g, v));
                 let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
-                let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+                let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+                    .await
+                    .map_err(|source| Error::Discovery {
+                        api_version: api_version.clone(),
+                        kind: kind.clone(),
+                        source,
+                    })?;
                 let api: Api<kube::api::DynamicObject> =
                     Api::namespaced_with(self.client.clone(), ns, &ar);
                 match api.get_scale(&key.app).await {
@@ -475,7 +542,7 @@ impl Plugin {
                         scale.spec.and_then(|s| s.replicas).unwrap_or(0),
                     ))),
                     Err(e) if crate::api_code(&e) == Some(404) => Ok(None),
-                    Err(e) => Err(e.into()),
+                    Err(source) => Err(Error::ReadWorkload { kind, name, source }),
                 }
             }
         }
@@ -487,7 +554,8 @@ impl Plugin {
             return Ok((self.replicas(key).await?, 0));
         }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
-        let Some(d) = api.get_opt(&key.app).await? else {
+        let name = format!("{}/{}", key.namespace, key.app);
+        let Some(d) = read_workload(&api, &key.app, &name).await? else {
             return Ok((None, 0));
         };
         let spec = d.spec.unwrap_or_default();
@@ -543,10 +611,7 @@ impl Plugin {
         self.learn_owner(pod);
         let key = key_of(pod);
         let policy = policy_of(pod);
-        let args = cni_args(pod)?;
-        let ranges = requested_ranges(&args)?;
-        policy::admit(policy, &key, ranges.as_ref().is_some_and(|r| r.len() > 1))
-            .map_err(Error::Rejected)?;
+        let (_, ranges) = requested(pod, &key, policy)?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let config = self.ipam.config();
 
@@ -730,37 +795,41 @@ impl Plugin {
     /// args through the Binding's annotations.
     pub async fn bind(&self, namespace: &str, name: &str, uid: &str, node: &str) -> Result<()> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pod = pods.get(name).await?;
+        let pod_ref = || format!("{namespace}/{name}");
+        let pod = pods.get(name).await.map_err(|source| Error::ReadPod {
+            pod: pod_ref(),
+            source,
+        })?;
         let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
         if !uid.is_empty() && !pod_uid.is_empty() && uid != pod_uid {
-            return Err(Error::Conflict(format!(
-                "pod {namespace}/{name} has UID {pod_uid}, not {uid}"
-            )));
+            return Err(Error::PodUidMismatch {
+                pod: pod_ref(),
+                actual: pod_uid,
+                expected: uid.to_owned(),
+            });
         }
         if !wants_eni_ip(&pod) {
-            return Err(Error::BadRequest(format!(
-                "pod {namespace}/{name} does not request {}",
-                addon_common::api::galaxy::RESOURCE_ENI_IP
-            )));
+            return Err(Error::NoEniIpRequested { pod: pod_ref() });
         }
         self.learn_owner(&pod);
         let key = key_of(&pod);
         let policy = policy_of(&pod);
-        let args = cni_args(&pod)?;
-        let ranges = requested_ranges(&args)?;
-        policy::admit(policy, &key, ranges.as_ref().is_some_and(|r| r.len() > 1))
-            .map_err(Error::Rejected)?;
+        let (args, ranges) = requested(&pod, &key, policy)?;
         let node_ip = self
             .node_ip(node)
             .await?
-            .ok_or_else(|| Error::Node(format!("{REASON_UNKNOWN_NODE}: node {node}")))?;
+            .ok_or_else(|| Error::UnknownNode {
+                node: node.to_owned(),
+            })?;
 
         let _pod_guard = self.pod_locks.lock(&key.pod_ref()).await;
         let start = Instant::now();
         let config = self.ipam.config();
         let subnet = config
             .node_subnet(node_ip)
-            .ok_or_else(|| Error::Node(format!("{REASON_NO_FIP_CONFIG_NODE}: node {node}")))?;
+            .ok_or_else(|| Error::NodeOutsidePools {
+                node: node.to_owned(),
+            })?;
         let slots: Vec<Option<Vec<IpRange>>> = match &ranges {
             None => vec![None],
             Some(r) => r.iter().cloned().map(Some).collect(),
@@ -787,58 +856,38 @@ impl Plugin {
                         .as_ref()
                         .is_none_or(|rs| rs.iter().any(|r| r.contains(*ip)))
             });
-            if let Some((ip, cur)) = hit {
-                if !self.node_subnets_of_ip(&config, *ip).contains(&subnet) {
-                    result = Err(Error::Rejected(format!(
-                        "{REASON_NO_FIP_LEFT}: IP {} of {} cannot be used on node {node}",
-                        ip_string(*ip),
-                        key
-                    )));
-                    break;
+            let taken = match hit {
+                Some((ip, cur)) => {
+                    let reused = self
+                        .reuse_for_bind(*ip, cur, &me, &config, subnet, &key, &mut api_time)
+                        .await;
+                    reused.map(|()| (*ip, false))
                 }
-                if !cur.uid.is_empty() && cur.uid != pod_uid {
-                    // Names are unique: the pod that held this key under another UID is gone.
-                    tracing::info!(ip = %ip_string(*ip), key = %key, old_uid = %cur.uid, "reusing the IP of a deleted pod of the same name");
+                None => {
+                    let target = Target {
+                        node_subnet: Some(subnet),
+                        ranges: slot.clone(),
+                    };
+                    match self
+                        .allocate_persist_timed(&target, me.clone(), &mut api_time)
+                        .await
+                    {
+                        Ok(Some(ip)) => Ok((ip, true)),
+                        Ok(None) => Err(Error::NoIpLeft {
+                            key: key.key(),
+                            node: node.to_owned(),
+                            subnet,
+                        }),
+                        Err(e) => Err(e),
+                    }
                 }
-                let updated = Allocation {
-                    borrowed: cur.borrowed,
-                    ..me.clone()
-                };
-                if self.ipam.assign(*ip, &cur.key, updated.clone()).is_err() {
-                    result = Err(Error::Conflict(format!(
-                        "IP {} changed hands while binding; retry",
-                        ip_string(*ip)
-                    )));
-                    break;
-                }
-                let api_start = Instant::now();
-                let written = self.update_fip(*ip, &updated).await;
-                api_time += api_start.elapsed();
-                if let Err(e) = written {
-                    let _ = self.ipam.assign(*ip, &updated.key, cur.clone());
-                    result = Err(e);
-                    break;
-                }
-                chosen.push(*ip);
-                continue;
-            }
-            let target = Target {
-                node_subnet: Some(subnet),
-                ranges: slot.clone(),
             };
-            match self
-                .allocate_persist_timed(&target, me.clone(), &mut api_time)
-                .await
-            {
-                Ok(Some(ip)) => {
+            match taken {
+                Ok((ip, new)) => {
                     chosen.push(ip);
-                    fresh.push(ip);
-                }
-                Ok(None) => {
-                    result = Err(Error::NoIpLeft(format!(
-                        "{REASON_NO_FIP_LEFT}: no IP left for {key} on node {node} (subnet {subnet})"
-                    )));
-                    break;
+                    if new {
+                        fresh.push(ip);
+                    }
                 }
                 Err(e) => {
                     result = Err(e);
@@ -874,37 +923,97 @@ impl Plugin {
                          "annotations": {ANNOTATION_CNI_ARGS: annotation}},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
+        if let Err(source) = self.post_binding(&pods, name, &binding).await {
+            if crate::api_code(&source) == Some(404) {
+                tracing::info!(pod = %pod_ref(), "pod deleted while binding; releasing its IPs");
+                drop(_pod_guard);
+                let _ = self
+                    .release_key(&key, Some(&pod_uid), "pod deleted while binding")
+                    .await;
+            }
+            return Err(Error::BindPod {
+                pod: pod_ref(),
+                node: node.to_owned(),
+                source,
+            });
+        }
+        tracing::info!(pod = %format!("{namespace}/{name}"), %node, ips = ?chosen.iter().map(|ip| ip_string(*ip)).collect::<Vec<_>>(), "bound");
+        Ok(())
+    }
+
+    /// Bind's reuse of an IP the key holds (`cur`): rewritten for this pod (`me`), if the IP
+    /// can be used on the node's `subnet`.
+    #[allow(clippy::too_many_arguments)]
+    async fn reuse_for_bind(
+        &self,
+        ip: u32,
+        cur: &Allocation,
+        me: &Allocation,
+        config: &PoolConfig,
+        subnet: Net,
+        key: &KeyObj,
+        api_time: &mut Duration,
+    ) -> Result<()> {
+        if !self.node_subnets_of_ip(config, ip).contains(&subnet) {
+            return Err(Error::HeldIpNotOnNode {
+                ip: ip_string(ip),
+                key: key.key(),
+                node: me.node.clone(),
+            });
+        }
+        if !cur.uid.is_empty() && cur.uid != me.uid {
+            // Names are unique: the pod that held this key under another UID is gone.
+            tracing::info!(ip = %ip_string(ip), key = %key, old_uid = %cur.uid, "reusing the IP of a deleted pod of the same name");
+        }
+        let updated = Allocation {
+            borrowed: cur.borrowed,
+            ..me.clone()
+        };
+        if self.ipam.assign(ip, &cur.key, updated.clone()).is_err() {
+            return Err(Error::IpChangedHands { ip: ip_string(ip) });
+        }
+        let api_start = Instant::now();
+        let written = self.update_fip(ip, &updated).await;
+        *api_time += api_start.elapsed();
+        if let Err(e) = written {
+            let _ = self.ipam.assign(ip, &updated.key, cur.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// POSTs the pod's Binding, retrying other failures than NotFound (the pod is gone) and
+    /// Conflict (already bound) every `bind_retry` until `bind_timeout`.
+    async fn post_binding(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        binding: &serde_json::Value,
+    ) -> kube::Result<()> {
         let deadline = Instant::now() + self.options.bind_timeout;
         loop {
-            match pods
+            let posted = pods
                 .create_subresource::<serde_json::Value, serde_json::Value>(
                     "binding",
                     name,
                     &PostParams::default(),
-                    &binding,
+                    binding,
                 )
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if crate::api_code(&e) == Some(404) => {
-                    tracing::info!(pod = %format!("{namespace}/{name}"), "pod deleted while binding; releasing its IPs");
-                    drop(_pod_guard);
-                    let _ = self
-                        .release_key(&key, Some(&pod_uid), "pod deleted while binding")
-                        .await;
-                    return Err(e.into());
-                }
-                Err(e) if Instant::now() >= deadline || crate::api_code(&e) == Some(409) => {
-                    return Err(e.into());
+                .await;
+            match posted {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(crate::api_code(&e), Some(404 | 409))
+                        || Instant::now() >= deadline =>
+                {
+                    return Err(e);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, pod = %format!("{namespace}/{name}"), "binding failed; retrying");
+                    tracing::warn!(error = %e, pod = name, "binding failed; retrying");
                     tokio::time::sleep(self.options.bind_retry).await;
                 }
             }
         }
-        tracing::info!(pod = %format!("{namespace}/{name}"), %node, ips = ?chosen.iter().map(|ip| ip_string(*ip)).collect::<Vec<_>>(), "bound");
-        Ok(())
     }
 
     /// Nodes the preemptor may use: with a non-default policy and IPs already held, only nodes
@@ -1055,23 +1164,17 @@ impl Plugin {
         let lock_key = key.as_ref().map(KeyObj::pod_ref).unwrap_or_default();
         let _guard = self.pod_locks.lock(&lock_key).await;
         let Some(a) = self.ipam.get(ip) else {
-            return Err(Error::BadRequest(format!(
-                "{} is not allocated",
-                ip_string(ip)
-            )));
+            return Err(Error::NotAllocated { ip: ip_string(ip) });
         };
         if a.key != expect_key {
-            return Err(Error::Conflict(format!(
-                "{} is held by {}, not {expect_key}",
-                ip_string(ip),
-                a.key
-            )));
+            return Err(Error::HeldByOther {
+                ip: ip_string(ip),
+                holder: a.key,
+                expected: expect_key.to_owned(),
+            });
         }
         if !self.releasable(&a) {
-            return Err(Error::Rejected(format!(
-                "{} is not releasable: its pod is still running or the IP is reserved",
-                ip_string(ip)
-            )));
+            return Err(Error::NotReleasable { ip: ip_string(ip) });
         }
         self.free(ip, &a.key).await
     }
@@ -1173,9 +1276,8 @@ impl Plugin {
                 tracing::info!(ip = %ip_string(ip), key = %a.key, "recovered an IP recorded only in the pod annotation");
                 Ok(true)
             }
-            Ok(Created::Taken(existing)) => {
-                let theirs = allocation_from_fip(&existing);
-                let _ = self.ipam.assign(ip, &a.key, theirs);
+            Ok(Created::Taken(theirs)) => {
+                let _ = self.ipam.assign(ip, &a.key, *theirs);
                 Ok(false)
             }
             Err(e) => {
@@ -1184,6 +1286,44 @@ impl Plugin {
             }
         }
     }
+}
+
+/// A pod's CNI args and the IP ranges it requests (one list per IP; `None`: one IP from
+/// anywhere).
+type Requested = (
+    serde_json::Map<String, serde_json::Value>,
+    Option<Vec<Vec<IpRange>>>,
+);
+
+/// The pod's CNI args and requested ranges, admitted by its release policy.
+fn requested(pod: &Pod, key: &KeyObj, policy: ReleasePolicy) -> Result<Requested> {
+    let invalid = |reason| Error::InvalidCniArgs {
+        pod: key.pod_ref(),
+        reason,
+    };
+    let args = cni_args(pod).map_err(invalid)?;
+    let ranges = requested_ranges(&args).map_err(invalid)?;
+    policy::admit(policy, key, ranges.as_ref().is_some_and(|r| r.len() > 1)).map_err(|reason| {
+        Error::PolicyRejected {
+            key: key.key(),
+            reason,
+        }
+    })?;
+    Ok((args, ranges))
+}
+
+/// Reads a workload (or Pool) whose replicas bound a key's IPs; `None` when it does not exist.
+async fn read_workload<K>(api: &Api<K>, name: &str, what: &str) -> Result<Option<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|source| Error::ReadWorkload {
+            kind: K::kind(&()).into_owned(),
+            name: what.to_owned(),
+            source,
+        })
 }
 
 /// The InternalIP of a node.

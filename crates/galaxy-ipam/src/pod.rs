@@ -4,12 +4,11 @@ use addon_common::api::galaxy::{
     ANNOTATION_CNI_ARGS, ANNOTATION_ENI_IP_POOL, ANNOTATION_RELEASE_POLICY, RESOURCE_ENI_IP,
     ReleasePolicy,
 };
-use k8s_openapi::api::core::v1::Pod;
+use addon_common::k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    Error, Result,
     config::{FipPool, IpRange, Net},
     key::{AppKind, KeyObj, deployment_of_replicaset},
 };
@@ -84,45 +83,44 @@ pub fn is_finished(pod: &Pod) -> bool {
     )
 }
 
-/// The parsed `k8s.v1.cni.galaxy.io/args` annotation (`{}` when absent).
-pub fn cni_args(pod: &Pod) -> Result<Map<String, Value>> {
+/// The parsed `k8s.v1.cni.galaxy.io/args` annotation (`{}` when absent), or what is wrong
+/// with it.
+pub fn cni_args(pod: &Pod) -> Result<Map<String, Value>, String> {
     match annotation(pod, ANNOTATION_CNI_ARGS) {
         None => Ok(Map::new()),
         Some(text) if text.trim().is_empty() => Ok(Map::new()),
         Some(text) => match serde_json::from_str(text) {
             Ok(Value::Object(m)) => Ok(m),
-            _ => Err(Error::BadRequest(format!(
+            _ => Err(format!(
                 "annotation {ANNOTATION_CNI_ARGS} is not a JSON object"
-            ))),
+            )),
         },
     }
 }
 
 /// The requested ranges: one inner list per wanted IP (`request_ip_range`); `None` for one IP
-/// from anywhere.
-pub fn requested_ranges(args: &Map<String, Value>) -> Result<Option<Vec<Vec<IpRange>>>> {
+/// from anywhere; or what is wrong with them.
+pub fn requested_ranges(args: &Map<String, Value>) -> Result<Option<Vec<Vec<IpRange>>>, String> {
     let Some(v) = args.get("request_ip_range").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
     let outer = v
         .as_array()
-        .ok_or_else(|| Error::BadRequest("request_ip_range must be a list of lists".into()))?;
+        .ok_or("request_ip_range must be a list of lists")?;
     let mut out = Vec::new();
     for inner in outer {
         let inner = inner
             .as_array()
-            .ok_or_else(|| Error::BadRequest("request_ip_range must be a list of lists".into()))?;
+            .ok_or("request_ip_range must be a list of lists")?;
         let mut ranges = Vec::new();
         for r in inner {
-            let s = r.as_str().ok_or_else(|| {
-                Error::BadRequest("request_ip_range entries must be strings".into())
-            })?;
-            ranges.push(IpRange::parse(s).map_err(Error::BadRequest)?);
+            let s = r
+                .as_str()
+                .ok_or("request_ip_range entries must be strings")?;
+            ranges.push(IpRange::parse(s)?);
         }
         if ranges.is_empty() {
-            return Err(Error::BadRequest(
-                "request_ip_range has an empty list".into(),
-            ));
+            return Err("request_ip_range has an empty list".into());
         }
         out.push(ranges);
     }

@@ -2,10 +2,16 @@
 //! (`--api-port`, 9041, also serving `/metrics`). Both run on every replica; without an
 //! active plugin (standby, or still recovering) the extender answers with an error, which
 //! makes kube-scheduler retry the pod, and the API answers 503.
+//!
+//! Each scheduling request is handled in a span naming its pod.
 
-use std::{cmp::Ordering, collections::BTreeMap, sync::Arc, time::Instant};
+use std::{cmp::Ordering, collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use addon_common::api::galaxy::{POOL_NAMESPACE, Pool, PoolFields};
+use addon_common::kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
 use axum::{
     Router,
     body::Bytes,
@@ -14,13 +20,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams},
-};
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     Error,
@@ -31,6 +36,74 @@ use crate::{
     plugin::{Plugin, Slot},
     pod::wants_eni_ip,
 };
+
+/// A running HTTP server.
+pub struct Server {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// Completes when the server stops.
+    pub task: JoinHandle<()>,
+}
+
+/// Binds `addr` and serves `router` until `shutdown`.
+pub async fn serve(
+    what: &str,
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<Server, Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind {
+            server: what.to_owned(),
+            address: addr,
+            source,
+        })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| Error::LocalAddress {
+            server: what.to_owned(),
+            source,
+        })?;
+    // Small request/response exchanges on kept-alive connections: as Go's net/http (the
+    // original and kube-scheduler), don't let Nagle's algorithm delay the response.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY");
+        }
+    });
+    let span = tracing::info_span!("server", server = what, address = %local_addr);
+    let task = tokio::spawn(
+        async move {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(error) = server.await {
+                tracing::error!(%error, "server failed");
+            }
+        }
+        .instrument(span),
+    );
+    tracing::info!(address = %local_addr, server = what, "listening");
+    Ok(Server { local_addr, task })
+}
+
+/// Starts the extender and the REST API servers (on every replica, leading or not).
+pub async fn start_servers(
+    extender_addr: SocketAddr,
+    api_addr: SocketAddr,
+    state: ServerState,
+    shutdown: CancellationToken,
+) -> Result<(Server, Server), Error> {
+    let ext = serve(
+        "extender",
+        extender_addr,
+        extender_router(state.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let api = serve("api", api_addr, api_router(state), shutdown).await?;
+    Ok((ext, api))
+}
 
 /// Shared state of both servers.
 #[derive(Clone)]
@@ -108,13 +181,14 @@ async fn filter(State(state): State<ServerState>, body: Bytes) -> Response {
             );
         }
     };
-    let response = match plugin.filter(&args.pod, &args.nodes).await {
+    let span = request_span("filter", &args.pod.metadata);
+    let response = match plugin.filter(&args.pod, &args.nodes).instrument(span).await {
         Ok(out) => {
             count(&state, "filter", "ok");
             let passed = args.nodes.retain(&|n| out.passed.contains(n));
             extender::filter_result(&passed, &out.failed, "")
         }
-        Err(e @ (Error::Rejected(_) | Error::BadRequest(_))) => {
+        Err(e) if e.fails_every_node() => {
             count(&state, "filter", "rejected");
             let failed: BTreeMap<String, String> =
                 names.iter().map(|n| (n.clone(), e.to_string())).collect();
@@ -138,6 +212,19 @@ async fn filter(State(state): State<ServerState>, body: Bytes) -> Response {
     json_response(StatusCode::OK, &response)
 }
 
+/// The span of a scheduling request about a pod.
+fn request_span(
+    verb: &'static str,
+    pod: &addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        verb,
+        namespace = pod.namespace.as_deref().unwrap_or_default(),
+        name = pod.name.as_deref().unwrap_or_default()
+    )
+}
+
 async fn priority() -> Response {
     json_response(StatusCode::OK, &json!([]))
 }
@@ -149,6 +236,12 @@ async fn bind(State(state): State<ServerState>, body: Bytes) -> Response {
         Ok(args) => match state.plugin() {
             Err(e) => Err(e),
             Ok(plugin) => {
+                let span = tracing::info_span!(
+                    "bind",
+                    namespace = %args.pod_namespace,
+                    name = %args.pod_name,
+                    node = %args.node
+                );
                 plugin
                     .bind(
                         &args.pod_namespace,
@@ -156,6 +249,7 @@ async fn bind(State(state): State<ServerState>, body: Bytes) -> Response {
                         &args.pod_uid,
                         &args.node,
                     )
+                    .instrument(span)
                     .await
             }
         },
@@ -196,7 +290,11 @@ async fn preempt(State(state): State<ServerState>, body: Bytes) -> Response {
     let nodes: Vec<String> = args.meta_victims.keys().cloned().collect();
     let keep = if wants_eni_ip(&args.pod) {
         match state.plugin() {
-            Ok(plugin) => match plugin.preempt_nodes(&args.pod, &nodes).await {
+            Ok(plugin) => match plugin
+                .preempt_nodes(&args.pod, &nodes)
+                .instrument(request_span("preempt", &args.pod.metadata))
+                .await
+            {
                 Ok(k) => k,
                 Err(e) => {
                     count(&state, "preempt", "error");

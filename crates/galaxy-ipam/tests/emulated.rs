@@ -16,13 +16,24 @@ use std::{
     time::Duration,
 };
 
+use addon_common::k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{ConfigMap, Event, Pod},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use addon_common::kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
 use addon_common::{
     api::{
         all_crds,
         galaxy::{FloatingIP, ReleasePolicy},
     },
     cli::CommonArgs,
-    events::EventRecorder,
+    kube,
     runtime::Process,
 };
 use clap::Parser;
@@ -32,24 +43,12 @@ use e2e::cluster::{
 };
 use e2e::wait::until;
 use galaxy_ipam::{
-    app::{self, READY_CHECK},
     config::PluginConf,
-    controllers,
+    controller::{self, READY_CHECK},
     key::KeyObj,
     metrics::Metrics,
     plugin::Slot,
-    server::ServerState,
-};
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::{ConfigMap, Event, Pod},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    server::{self, ServerState},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -186,7 +185,7 @@ async fn replica_main(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (servers_stop, ext, api) = loop {
         let stop = CancellationToken::new();
-        match app::start_servers(
+        match server::start_servers(
             SocketAddr::from(([127, 0, 0, 1], ext_port)),
             SocketAddr::from(([127, 0, 0, 1], api_port)),
             state.clone(),
@@ -205,21 +204,10 @@ async fn replica_main(
             }
         }
     };
-    let client = process.client.clone();
-    let health = process.health.clone();
-    let events = EventRecorder::new(client.clone(), "galaxy-ipam");
+    let deps = process.deps();
+    let config = controller::Config { plugin: conf, slot };
     process
-        .run(move |stop| {
-            app::lead(
-                client.clone(),
-                conf.clone(),
-                slot.clone(),
-                metrics.clone(),
-                Some(health.clone()),
-                Some(events.clone()),
-                stop,
-            )
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     servers_stop.cancel();
     let _ = ext.task.await;
@@ -274,16 +262,40 @@ fn extender_config(port: u16) -> ExtenderConfig {
 /// API server + CRDs + the seed's ConfigMap (with `pools` as its data) + galaxy-ipam + a
 /// simulated cluster of `nodes` nodes in 172.21.64.0/20 scheduling through galaxy-ipam.
 async fn env(pools: &str, nodes: usize) -> Env {
+    env_with(pools, nodes, &[]).await
+}
+
+/// As [`env`], with FloatingIPs written before galaxy-ipam starts as the Go original could
+/// leave them: into a FloatingIP CRD without a schema (as its v1beta1 CRD was), any field of
+/// any type. Without `legacy` the CRD has its schema.
+async fn env_with(pools: &str, nodes: usize, legacy: &[Value]) -> Env {
     let server = e2e::ApiServer::new(e2e::Config {
         graceful_pod_deletion: true,
         ..Default::default()
     });
     let client = server.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
+    for mut crd in all_crds() {
+        if !legacy.is_empty() && crd.spec.names.kind == "FloatingIP" {
+            for version in &mut crd.spec.versions {
+                version.schema = Some(
+                    serde_json::from_value(json!({"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": true
+                    }}))
+                    .expect("schemaless"),
+                );
+            }
+        }
         crds.create(&PostParams::default(), &crd)
             .await
             .expect("create CRD");
+    }
+    let raw = raw_floatingips(&client);
+    for fip in legacy {
+        let fip: kube::api::DynamicObject = serde_json::from_value(fip.clone()).expect("object");
+        raw.create(&PostParams::default(), &fip)
+            .await
+            .expect("the schemaless CRD stores any field");
     }
     let mut cm: ConfigMap = serde_yaml::from_str(SEED_CONFIGMAP).expect("seed ConfigMap");
     cm.data
@@ -322,6 +334,14 @@ async fn env(pools: &str, nodes: usize) -> Env {
         ipam,
         ports,
     }
+}
+
+/// FloatingIPs as untyped objects (they may not decode as [`FloatingIP`]).
+fn raw_floatingips(client: &Client) -> Api<kube::api::DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<FloatingIP>(&()),
+    )
 }
 
 /// Waits until a replica leads and has recovered (the REST API answers 200, not 503).
@@ -1042,7 +1062,7 @@ async fn two_hundred_pods_with_ipam_killed_repeatedly_never_double_allocate() {
 
     // One resync, as the periodic one would do.
     let plugin = env.ipam.slot.get().expect("active plugin");
-    controllers::resync(&plugin).await.expect("resync");
+    controller::resync(&plugin).await.expect("resync");
 
     let records = fips(&env.client).await;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -1425,4 +1445,75 @@ async fn ips_of_pods_deleted_while_down_are_released_at_start() {
     )
     .await;
     assert!(fips(&env.client).await.contains_key(&stays_ip));
+}
+
+/// A FloatingIP written by the Go original with a wrong-typed field (`policy` as a string)
+/// does not stop galaxy-ipam: the recovery skips it (Warning Event `InvalidObject`), its IP is
+/// kept out of use, pods still get IPs, the resync runs, and one arriving later through the
+/// watch is reported the same way. (Without the decoding guard the recovery's list fails as
+/// a whole and galaxy-ipam never becomes active.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_floatingip_is_reported_and_allocation_goes_on() {
+    let legacy = |ip: &str| {
+        json!({
+            "apiVersion": "galaxy.k8s.io/v1alpha1", "kind": "FloatingIP",
+            "metadata": {"name": ip},
+            "spec": {"key": "sts_default_old_old-0", "attribute": "", "policy": "2",
+                     "updateTime": "2020-01-01T00:00:00Z"}
+        })
+    };
+    // The first IP of the pool: the one the allocator would hand out first.
+    let env = env_with(SEED_POOL, 2, &[legacy("192.168.64.200")]).await;
+    let invalid_event = |name: &'static str| {
+        let client = env.client.clone();
+        async move {
+            until(
+                &format!("the InvalidObject Event on {name}"),
+                Duration::from_secs(20),
+                || async {
+                    let list = Api::<Event>::all(client.clone())
+                        .list(&ListParams::default())
+                        .await
+                        .ok()?;
+                    list.items.into_iter().find(|e| {
+                        e.reason.as_deref() == Some("InvalidObject")
+                            && e.involved_object.name.as_deref() == Some(name)
+                    })
+                },
+            )
+            .await
+        }
+    };
+    let warning = invalid_event("192.168.64.200").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(warning.involved_object.kind.as_deref(), Some("FloatingIP"));
+
+    create_deployment(&env.client, "web", 1, None).await;
+    let pods = running_pods(&env.client, "web", 1).await;
+    let ip = pods.values().find_map(annotated_ip).expect("an IP");
+    assert!(in_seed_pool(&ip), "{ip}");
+    assert_ne!(
+        ip, "192.168.64.200",
+        "the undecodable record's IP stays out of use"
+    );
+
+    let plugin = env.ipam.slot.get().expect("active plugin");
+    controller::resync(&plugin).await.expect("resync");
+
+    // One written while galaxy-ipam runs reaches it through the watch.
+    raw_floatingips(&env.client)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(legacy("192.168.64.230")).expect("object"),
+        )
+        .await
+        .expect("create");
+    invalid_event("192.168.64.230").await;
+    create_deployment(&env.client, "api", 1, None).await;
+    let pods = running_pods(&env.client, "api", 1).await;
+    let second = pods.values().find_map(annotated_ip).expect("an IP");
+    assert!(
+        in_seed_pool(&second) && second != ip && second != "192.168.64.200",
+        "{second}"
+    );
 }

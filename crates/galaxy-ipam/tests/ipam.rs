@@ -4,13 +4,13 @@
 
 mod mock;
 
+use addon_common::k8s_openapi;
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, body::Body};
 use galaxy_ipam::{
-    app,
     config::PluginConf,
-    controllers,
+    controller,
     key::KeyObj,
     metrics::Metrics,
     plugin::{Plugin, Slot},
@@ -55,7 +55,7 @@ async fn start(shared: Shared) -> Env {
     let registry = prometheus::Registry::new();
     let slot = Slot::default();
     let metrics = Metrics::register(&registry, slot.clone()).expect("metrics");
-    let plugin = app::activate(
+    let plugin = controller::activate(
         &client,
         &PluginConf::default(),
         &metrics,
@@ -405,7 +405,7 @@ async fn statefulset_immutable_keeps_ip_until_scaled_below() {
         .lock()
         .expect("lock")
         .put(APPS, "statefulsets", "default", statefulset("web", 1));
-    controllers::resync(&env.plugin).await.expect("resync");
+    controller::resync(&env.plugin).await.expect("resync");
     assert!(
         env.fips().is_empty(),
         "ordinal 1 >= replicas 1: released by the resync"
@@ -424,7 +424,7 @@ async fn never_policy_survives_workload_recreation() {
     ));
     let ip = env.schedule("db-0").await;
     env.pod_deleted("db-0").await;
-    controllers::resync(&env.plugin).await.expect("resync");
+    controller::resync(&env.plugin).await.expect("resync");
     assert_eq!(env.fips()[&ip]["spec"]["key"], "sts_default_db_db-0");
     env.add_pod(pod(
         "db-0",
@@ -541,17 +541,17 @@ async fn config_dropping_allocated_ips_is_refused() {
     let shrink = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.240~192.168.64.251"],"subnet":"192.168.64.0/24","gateway":"192.168.64.1"}]"#;
     let cm: k8s_openapi::api::core::v1::ConfigMap =
         serde_json::from_value(configmap(shrink)).expect("cm");
-    controllers::apply_configmap(&env.plugin, &cm, "floatingips").await;
+    controller::apply_configmap(&env.plugin, &cm, "floatingips").await;
     assert_eq!(env.plugin.ipam.config().size(), 52, "old config kept");
     assert!(env.fips().contains_key(&ip), "nothing deleted");
     let bad: k8s_openapi::api::core::v1::ConfigMap =
         serde_json::from_value(configmap("[{")).expect("cm");
-    controllers::apply_configmap(&env.plugin, &bad, "floatingips").await;
+    controller::apply_configmap(&env.plugin, &bad, "floatingips").await;
     assert_eq!(env.plugin.ipam.config().size(), 52);
     let grow = r#"[{"routableSubnet":"172.21.64.0/20","ips":["192.168.64.100~192.168.64.251"],"subnet":"192.168.64.0/24","gateway":"192.168.64.1"}]"#;
     let cm: k8s_openapi::api::core::v1::ConfigMap =
         serde_json::from_value(configmap(grow)).expect("cm");
-    controllers::apply_configmap(&env.plugin, &cm, "floatingips").await;
+    controller::apply_configmap(&env.plugin, &cm, "floatingips").await;
     assert_eq!(env.plugin.ipam.config().size(), 152);
     let text = addon_common::metrics::encode_text(&env.state.registry);
     assert!(
@@ -952,7 +952,7 @@ async fn concurrent_scheduling_with_crashes_never_double_allocates() {
             .remove(CORE, "pods", "default", name);
     }
     let env = start(shared.clone()).await;
-    controllers::resync(&env.plugin).await.expect("resync");
+    controller::resync(&env.plugin).await.expect("resync");
     env.plugin.ipam.check_invariants().expect("invariants");
 
     let s = shared.lock().expect("lock");

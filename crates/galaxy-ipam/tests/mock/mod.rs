@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use addon_common::kube;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
