@@ -140,18 +140,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watch_nodes: args.watch_nodes,
         workers: args.workers,
     };
-    let client = process.client.clone();
-    let health = process.health.clone();
+    let deps = process.deps();
     process
-        .run(move |stop| {
-            controller::run(
-                client.clone(),
-                config.clone(),
-                metrics.clone(),
-                health.clone(),
-                stop,
-            )
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     Ok(())
 }
