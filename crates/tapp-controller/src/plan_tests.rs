@@ -1206,17 +1206,22 @@ fn phase_in_place_protocol_waits_for_the_grace_period_then_patches() {
         e.spec.as_mut().expect("spec").containers[0].image = Some("img:2".into());
         e
     };
-    let approved = || vec![(0, Sync::Update(UpdateKind::Images), expected.clone())];
+    // The protocol for the approved image update of `pod` at `at`.
+    let step = |pod: &Pod, at: DateTime<Utc>| {
+        let mut plan = Plan::default();
+        let approved = vec![(0, Sync::Update(UpdateKind::Images), expected.clone())];
+        in_place_protocol(
+            &t.spec,
+            &by_id(std::slice::from_ref(pod)),
+            approved,
+            at,
+            &mut plan,
+        );
+        plan
+    };
 
     // Gate still True: it goes False now, the update waits a whole grace period.
-    let mut plan = Plan::default();
-    in_place_protocol(
-        &t.spec,
-        &by_id(std::slice::from_ref(&pod)),
-        approved(),
-        now(),
-        &mut plan,
-    );
+    let plan = step(&pod, now());
     assert!(plan.updates.is_empty());
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(30)));
     assert_eq!(plan.conditions.len(), 1);
@@ -1229,14 +1234,7 @@ fn phase_in_place_protocol_waits_for_the_grace_period_then_patches() {
          "lastTransitionTime": since.to_rfc3339()},
         {"type": "Ready", "status": "False"}]}))
     .ok();
-    let mut plan = Plan::default();
-    in_place_protocol(
-        &t.spec,
-        &by_id(std::slice::from_ref(&pod)),
-        approved(),
-        now(),
-        &mut plan,
-    );
+    let plan = step(&pod, now());
     assert!(plan.updates.is_empty());
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
     assert!(
@@ -1246,14 +1244,7 @@ fn phase_in_place_protocol_waits_for_the_grace_period_then_patches() {
 
     // Past the grace period: patched.
     let later = now() + chrono::Duration::seconds(25);
-    let mut plan = Plan::default();
-    in_place_protocol(
-        &t.spec,
-        &by_id(std::slice::from_ref(&pod)),
-        approved(),
-        later,
-        &mut plan,
-    );
+    let plan = step(&pod, later);
     assert_eq!(plan.updates.len(), 1);
     assert_eq!(plan.updates[0].kind, UpdateKind::Images);
     assert_eq!(plan.requeue_after, None);
