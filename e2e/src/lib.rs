@@ -15,6 +15,7 @@ pub mod faults;
 pub mod openapi;
 pub mod patch;
 pub mod proto;
+pub mod protowire;
 pub mod registry;
 pub mod selectors;
 pub mod server;

@@ -14,8 +14,6 @@
 //! - [`webhook`]: admission webhooks: AdmissionReview handling, HTTPS with reloadable
 //!   certificates (from a mounted Secret, or self-managed in a shared Secret), and
 //!   `serve_webhook`, which starts a component's webhook from its `WebhookArgs`;
-//! - [`protowire`]: reading Kubernetes' protobuf encoding (objects, watch frames) field by
-//!   field, for controllers that decode a few fields of large objects;
 //! - [`writes`]: creates and patches that decode only the response's resourceVersion;
 //! - [`wakeups`]: wake-up coalescing for a busy controller's async runtime.
 //!
@@ -33,7 +31,6 @@ pub mod events;
 pub mod guard;
 pub mod leader;
 pub mod metrics;
-pub mod protowire;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;

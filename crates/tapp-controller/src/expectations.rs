@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// What the cache must show of one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl Expectations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Pod;
+    use addon_common::k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     fn pod(name: &str, uid: &str, rv: &str, terminating: bool) -> Pod {

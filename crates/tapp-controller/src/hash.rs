@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use addon_common::api::tapp::{TEMPLATE_HASH_LABEL, UNIQ_HASH_LABEL};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use addon_common::k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use serde_json::Value;
 
 /// Prefix of every hash value this controller writes.

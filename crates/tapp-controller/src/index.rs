@@ -9,16 +9,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::slim::SlimPod;
 use addon_common::api::tapp::{API_VERSION, KIND as TAPP_KIND, TApp};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher::Event;
+use addon_common::guard::DeserializeGuard;
+use addon_common::kube::runtime::reflector::ObjectRef;
+use addon_common::kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 /// (namespace, name).
 type Key = (String, String);
+
+/// The TApp a pod event triggers (the controller watches TApps through a guard: see
+/// `controller::GuardedTApp`).
+pub type TAppRef = ObjectRef<DeserializeGuard<TApp>>;
 
 #[derive(Default)]
 struct State {
@@ -56,7 +61,7 @@ fn key_of(pod: &SlimPod) -> Key {
 /// the controller reference with two small copies; kube-runtime's `owns` mapping would also
 /// copy the pod's metadata, describe the pod as the trigger's cause and format the owner's
 /// apiVersion, for every pod watch event.)
-fn owning_tapp(pod: &SlimPod) -> Option<ObjectRef<TApp>> {
+fn owning_tapp(pod: &SlimPod) -> Option<TAppRef> {
     let owner = controller_ref(pod)?;
     (owner.kind == TAPP_KIND && owner.api_version == API_VERSION).then(|| {
         let tapp = ObjectRef::new(&owner.name);
@@ -139,7 +144,7 @@ impl OwnerIndex {
     /// returns it with each pod replaced by the TApp its change triggers (none for a pod no
     /// TApp controls, nor for the pods of a relist, which trigger every TApp once done): the
     /// pod itself moves into the index, nothing is cloned.
-    pub fn apply_watcher_event(&self, event: Event<SlimPod>) -> Event<Option<ObjectRef<TApp>>> {
+    pub fn apply_watcher_event(&self, event: Event<SlimPod>) -> Event<Option<TAppRef>> {
         let mut s = self.write();
         match event {
             Event::Apply(pod) => {
@@ -277,11 +282,11 @@ mod tests {
     #[test]
     fn a_pod_event_triggers_the_tapp_controlling_the_pod() {
         let index = OwnerIndex::new();
-        let tapp = |event: Event<Option<ObjectRef<TApp>>>| match event {
+        let tapp = |event: Event<Option<TAppRef>>| match event {
             Event::Apply(t) | Event::Delete(t) | Event::InitApply(t) => t,
             Event::Init | Event::InitDone => None,
         };
-        let t = Some(ObjectRef::<TApp>::new("t").within("ns"));
+        let t = Some(TAppRef::new("t").within("ns"));
         assert_eq!(
             tapp(index.apply_watcher_event(Event::Apply(pod("a-0", Some("a"))))),
             t

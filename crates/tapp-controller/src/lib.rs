@@ -5,8 +5,8 @@
 //! - [`validate`] and [`webhook`]: the validating admission webhook (its HTTPS and
 //!   certificates are `addon_common::webhook`);
 //! - [`hash`] and [`pods`]: template hashes, adoption comparison, pod helpers;
-//! - [`index`] and [`slim`]: the pod cache (by owner) and the slim pods it holds;
-//! - [`podwatch`]: the pod list+watch, in protobuf where the API server serves it.
+//! - [`index`] and [`slim`]: the pod cache (by owner, fed by kube-runtime's `watcher`) and
+//!   the slim pods it holds.
 
 pub mod controller;
 pub mod error;
@@ -16,7 +16,6 @@ pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod pods;
-pub mod podwatch;
 pub mod slim;
 pub mod validate;
 pub mod webhook;

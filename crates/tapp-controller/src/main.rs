@@ -87,15 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args, &process.client).await;
     let deps = process.deps();
     process
-        .run(move |stop| {
-            controller::run(
-                deps.client.clone(),
-                config.clone(),
-                metrics.clone(),
-                deps.health.clone(),
-                stop,
-            )
-        })
+        .run(move |stop| controller::run(deps.clone(), config.clone(), metrics.clone(), stop))
         .await?;
     Ok(())
 }

@@ -16,13 +16,16 @@ use addon_common::api::tapp::{
     PersistentVolumeClaimRetentionPolicyType, READINESS_GATES_NOT_READY_REASON, TApp, TAppSpec,
     TAppStatus, TEMPLATE_HASH_LABEL, UNIQ_HASH_LABEL, claim_name, parse_instance_id, pod_name,
 };
-use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{
+use addon_common::k8s_openapi;
+use addon_common::k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodReadinessGate,
     PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference,
+};
+use addon_common::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::hash::{
@@ -66,8 +69,9 @@ impl Default for Flags {
 pub struct Observed<'a, P = Pod> {
     /// Pods controlled by the TApp (any [`PodView`]: `Pod`, or the cache's `SlimPod`).
     pub pods: Vec<&'a P>,
-    /// Claims in the TApp's namespace (any owner; matched by name).
-    pub pvcs: Vec<&'a PersistentVolumeClaim>,
+    /// The metadata of the claims in the TApp's namespace (any owner; matched by name): the
+    /// planner reads names, labels, owner references and deletion only.
+    pub pvcs: Vec<&'a ObjectMeta>,
     /// Node name -> Ready condition is True. `None` when nodes are not known (then pods are
     /// only force-deleted for the `NodeLost` reason).
     pub nodes: Option<&'a BTreeMap<String, bool>>,
@@ -748,7 +752,9 @@ fn node_lost<P>(pod: &impl PodView, observed: &Observed<'_, P>) -> bool {
     }
 }
 
-/// Plans one reconcile of `tapp`.
+/// Plans one reconcile of `tapp`, in phases that each can be read and tested alone:
+/// [`index_pods`] → [`instance_actions`] → [`approve_within_budgets`] →
+/// [`in_place_protocol`] → [`claim_actions`] → [`tapp_status`].
 pub fn plan<P: PodView>(
     tapp: &TApp,
     observed: &Observed<'_, P>,
@@ -761,20 +767,10 @@ pub fn plan<P: PodView>(
         return plan;
     }
     let spec = &tapp.spec;
-    let tapp_name = tapp.metadata.name.clone().unwrap_or_default();
-    let replicas = spec.replicas.max(0) as u32;
-
-    // Pods by id; only the pod named <tapp>-<id> counts for an id.
-    let mut pods: BTreeMap<u32, &P> = BTreeMap::new();
-    for pod in &observed.pods {
-        if let Some(id) = instance_id(pod)
-            && pod.metadata().name.as_deref()
-                == Some(pod_name(&tapp_name, &id.to_string()).as_str())
-        {
-            pods.insert(id, pod);
-        }
-    }
-
+    let pods = index_pods(
+        tapp.metadata.name.as_deref().unwrap_or_default(),
+        &observed.pods,
+    );
     let statuses = instance_statuses(tapp, &pods);
     let selector = spec.selector.clone().unwrap_or_else(|| LabelSelector {
         match_labels: Some(default_selector_labels(&spec.template)),
@@ -783,21 +779,97 @@ pub fn plan<P: PodView>(
     let (running, completed) = desired_instances(tapp, flags);
     plan.desired_running = running.len() as u32;
 
-    // Per-template hashes and selector checks, computed once per template name (the
-    // template itself is borrowed from the spec: nothing is cloned per instance).
-    let mut resolved: BTreeMap<&str, Option<Arc<TemplateHashes>>> = BTreeMap::new();
-    let mut resolve = |id: u32,
-                       plan: &mut Plan|
-     -> Option<(&PodTemplateSpec, Arc<TemplateHashes>)> {
+    let instances = Instances {
+        tapp,
+        observed,
+        flags,
+        pods: &pods,
+        running: &running,
+        completed: &completed,
+        selector: &selector,
+    };
+    let actions = instance_actions(&instances, &mut plan);
+    let approved = approve_within_budgets(spec, &pods, &running, actions.pending);
+    in_place_protocol(spec, &pods, approved, now, &mut plan);
+    claim_actions(tapp, &observed.pvcs, &pods, &selector, &mut plan);
+    if actions.waiting_for_node {
+        plan.requeue_after = min_duration(plan.requeue_after, NODE_RECHECK);
+    }
+    plan.status = Some(tapp_status(tapp, statuses, &selector));
+    plan
+}
+
+/// Phase 1: the observed pods by instance id; only the pod named `<tapp>-<id>` counts for an
+/// id.
+pub fn index_pods<'p, P: PodView>(tapp_name: &str, pods: &[&'p P]) -> BTreeMap<u32, &'p P> {
+    let mut by_id = BTreeMap::new();
+    for &pod in pods {
+        if let Some(id) = instance_id(pod)
+            && pod.metadata().name.as_deref() == Some(pod_name(tapp_name, &id.to_string()).as_str())
+        {
+            by_id.insert(id, pod);
+        }
+    }
+    by_id
+}
+
+/// What [`instance_actions`] works from: the TApp, what was observed, its pods by id and its
+/// desired instances.
+pub struct Instances<'a, P> {
+    /// The TApp (defaulted).
+    pub tapp: &'a TApp,
+    /// What was observed.
+    pub observed: &'a Observed<'a, P>,
+    /// Process flags.
+    pub flags: &'a Flags,
+    /// Its pods by id ([`index_pods`]).
+    pub pods: &'a BTreeMap<u32, &'a P>,
+    /// Ids that should run.
+    pub running: &'a BTreeSet<u32>,
+    /// Ids that are done (killed, or finished batch instances kept).
+    pub completed: &'a BTreeSet<u32>,
+    /// The TApp's selector (or the default one).
+    pub selector: &'a LabelSelector,
+}
+
+/// An update or recreate that needs the budget: instance id, what it needs, the expected pod.
+pub type Pending = (u32, Sync, Pod);
+
+/// What [`instance_actions`] leaves to the later phases.
+#[derive(Debug, Default)]
+pub struct Actions {
+    /// Updates and recreates that wait for [`approve_within_budgets`], in ascending ids.
+    pub pending: Vec<Pending>,
+    /// A dying pod waits for a force delete until its node is known lost.
+    pub waiting_for_node: bool,
+}
+
+/// Template hashes and selector checks, computed once per template name (the template itself
+/// is borrowed from the spec: nothing is cloned per instance).
+struct Templates<'a> {
+    tapp: &'a TApp,
+    selector: &'a LabelSelector,
+    memo: Option<&'a HashMemo>,
+    resolved: BTreeMap<&'a str, Option<Arc<TemplateHashes>>>,
+}
+
+impl<'a> Templates<'a> {
+    /// The template of instance `id` and its hashes; `None` (with a warning, once per
+    /// template) when the template is missing or its labels do not match the selector.
+    fn resolve(
+        &mut self,
+        id: u32,
+        warnings: &mut Vec<(String, String)>,
+    ) -> Option<(&'a PodTemplateSpec, Arc<TemplateHashes>)> {
+        let (tapp, selector, memo) = (self.tapp, self.selector, self.memo);
         let key = id.to_string();
-        let name = spec.template_name_for(&key);
-        let template = spec.template_for(&key);
-        let entry = resolved.entry(name).or_insert_with(|| {
+        let name = tapp.spec.template_name_for(&key);
+        let template = tapp.spec.template_for(&key);
+        let entry = self.resolved.entry(name).or_insert_with(|| {
             let template = match &template {
                 Ok(t) => *t,
                 Err(e) => {
-                    plan.warnings
-                        .push(("TemplateNotFound".into(), e.to_string()));
+                    warnings.push(("TemplateNotFound".into(), e.to_string()));
                     return None;
                 }
             };
@@ -807,17 +879,15 @@ pub fn plan<P: PodView>(
                 .as_ref()
                 .and_then(|m| m.labels.as_ref())
                 .unwrap_or(&empty);
-            if !selector_matches(&selector, labels) {
-                plan.warnings.push((
+            if !selector_matches(selector, labels) {
+                warnings.push((
                     "SelectorMismatch".into(),
-                    format!("template {name:?} labels do not match spec.selector ({}); its instances are not created", selector_string(&selector)),
+                    format!("template {name:?} labels do not match spec.selector ({}); its instances are not created", selector_string(selector)),
                 ));
                 return None;
             }
-            Some(match (observed.hash_memo, tapp.metadata.uid.as_deref()) {
-                (Some(memo), Some(uid)) => {
-                    memo.hashes(uid, tapp.metadata.generation, name, template)
-                }
+            Some(match (memo, tapp.metadata.uid.as_deref()) {
+                (Some(memo), Some(uid)) => memo.hashes(uid, tapp.metadata.generation, name, template),
                 _ => Arc::new(TemplateHashes::of(template)),
             })
         });
@@ -825,45 +895,53 @@ pub fn plan<P: PodView>(
             (Ok(t), Some(h)) => Some((t, h.clone())),
             _ => None,
         }
-    };
+    }
+}
 
-    // Actions per instance (A.6).
-    let rolling_template = spec.rolling_template_name().to_string();
-    let mut syncs: Vec<(u32, Sync, Pod)> = Vec::new(); // budgeted updates/recreates
-    let mut dying_force_wait = false;
-    let pvc_names: BTreeSet<&str> = observed
+fn pod_delete(pod: &impl PodView, force: bool, reason: DeleteReason) -> PodDelete {
+    PodDelete {
+        name: pod.metadata().name.clone().unwrap_or_default(),
+        uid: pod.metadata().uid.clone().unwrap_or_default(),
+        force,
+        reason,
+    }
+}
+
+/// Phase 2 (A.6): what each instance needs. Missing pods are created (with their claims),
+/// pods of ids no longer running deleted, dying pods on lost nodes force-deleted, finished
+/// pods that migrate deleted, metadata-only changes patched; updates and recreates are
+/// returned for the budgets.
+pub fn instance_actions<P: PodView>(inst: &Instances<'_, P>, plan: &mut Plan) -> Actions {
+    let (tapp, spec) = (inst.tapp, &inst.tapp.spec);
+    let mut templates = Templates {
+        tapp,
+        selector: inst.selector,
+        memo: inst.observed.hash_memo,
+        resolved: BTreeMap::new(),
+    };
+    let mut actions = Actions::default();
+    let pvc_names: BTreeSet<&str> = inst
+        .observed
         .pvcs
         .iter()
-        .filter_map(|p| p.metadata.name.as_deref())
+        .filter_map(|p| p.name.as_deref())
         .collect();
-    let delete = |plan: &mut Plan, pod: &P, reason: DeleteReason| {
-        plan.deletes.push(PodDelete {
-            name: pod.metadata().name.clone().unwrap_or_default(),
-            uid: pod.metadata().uid.clone().unwrap_or_default(),
-            force: false,
-            reason,
-        });
-    };
-    let mut force_check = |plan: &mut Plan, pod: &P| {
+    // A dying pod: force-deleted when its node is lost (and the TApp asks for it).
+    let mut dying = |plan: &mut Plan, pod: &P| {
         if spec.force_delete_pod {
-            if node_lost(pod, observed) {
-                plan.deletes.push(PodDelete {
-                    name: pod.metadata().name.clone().unwrap_or_default(),
-                    uid: pod.metadata().uid.clone().unwrap_or_default(),
-                    force: true,
-                    reason: DeleteReason::Delete,
-                });
+            if node_lost(pod, inst.observed) {
+                plan.deletes
+                    .push(pod_delete(pod, true, DeleteReason::Delete));
             } else {
-                dying_force_wait = true;
+                actions.waiting_for_node = true;
             }
         }
     };
-
-    for &id in &running {
-        let key = id.to_string();
-        match pods.get(&id) {
+    let mut pending = Vec::new();
+    for &id in inst.running {
+        match inst.pods.get(&id) {
             None => {
-                let Some((template, h)) = resolve(id, &mut plan) else {
+                let Some((template, h)) = templates.resolve(id, &mut plan.warnings) else {
                     continue;
                 };
                 for claim in &spec.volume_claim_templates {
@@ -874,67 +952,85 @@ pub fn plan<P: PodView>(
                 }
                 plan.create_pods.push(build_pod(tapp, id, template, &h));
             }
-            Some(pod) if is_dying(pod) => force_check(&mut plan, pod),
+            Some(pod) if is_dying(pod) => dying(plan, pod),
             Some(pod) if matches!(phase(pod), "Succeeded" | "Failed") => {
-                if should_migrate(spec, pod, &key) {
-                    delete(&mut plan, pod, DeleteReason::Delete);
+                if should_migrate(spec, pod, &id.to_string()) {
+                    plan.deletes
+                        .push(pod_delete(*pod, false, DeleteReason::Delete));
                 }
             }
             Some(pod) => {
-                let Some((template, h)) = resolve(id, &mut plan) else {
+                let Some((template, h)) = templates.resolve(id, &mut plan.warnings) else {
                     continue;
                 };
-                // The common case, checked before building the expected pod: our own pod of
-                // the current template.
-                if has_own_hashes(pod)
-                    && pod.label(TEMPLATE_HASH_LABEL) == Some(h.template.as_str())
-                {
-                    plan.updated_instances += 1;
-                    continue;
-                }
-                let expected = build_pod(tapp, id, template, &h);
-                match sync_needed(pod, &expected, &h, flags.resize_supported) {
-                    Sync::UpToDate => plan.updated_instances += 1,
-                    Sync::Update(UpdateKind::Metadata) => {
-                        // No container changes: no readiness protocol and no budget.
-                        plan.updated_instances += 1;
-                        plan.updates.push(PodUpdate {
-                            name: pod.metadata().name.clone().unwrap_or_default(),
-                            id,
-                            kind: UpdateKind::Metadata,
-                            patch: update_patch(&pod.to_pod(), &expected, UpdateKind::Metadata),
-                            resize_patch: None,
-                        });
-                    }
-                    sync => syncs.push((id, sync, expected)),
+                if let Some(p) = sync_instance(tapp, id, *pod, template, &h, inst.flags, plan) {
+                    pending.push(p);
                 }
             }
         }
     }
-    for &id in &completed {
-        if let Some(pod) = pods.get(&id) {
-            if is_dying(pod) {
-                force_check(&mut plan, pod);
-            } else {
-                delete(&mut plan, pod, DeleteReason::Delete);
-            }
-        }
-    }
-    for (&id, pod) in pods.range(replicas..) {
-        let _ = id;
-        if is_dying(pod) {
-            force_check(&mut plan, pod);
+    let replicas = spec.replicas.max(0) as u32;
+    let gone = inst.completed.iter().filter_map(|id| inst.pods.get(id));
+    for pod in gone.chain(inst.pods.range(replicas..).map(|(_, p)| p)) {
+        if is_dying(*pod) {
+            dying(plan, pod);
         } else {
-            delete(&mut plan, pod, DeleteReason::Delete);
+            plan.deletes
+                .push(pod_delete(*pod, false, DeleteReason::Delete));
         }
     }
+    actions.pending = pending;
+    actions
+}
 
-    // Budgets (A.6 transformPodActions): force group first, then the rolling group in
-    // ascending id order; both consume the same set of available pods.
+/// A live, running instance against its template: counted as updated, patched in place when
+/// only its metadata differs (no readiness protocol, no budget), or returned as pending.
+fn sync_instance<P: PodView>(
+    tapp: &TApp,
+    id: u32,
+    pod: &P,
+    template: &PodTemplateSpec,
+    hashes: &TemplateHashes,
+    flags: &Flags,
+    plan: &mut Plan,
+) -> Option<Pending> {
+    // The common case, checked before building the expected pod: our own pod of the current
+    // template.
+    if has_own_hashes(pod) && pod.label(TEMPLATE_HASH_LABEL) == Some(hashes.template.as_str()) {
+        plan.updated_instances += 1;
+        return None;
+    }
+    let expected = build_pod(tapp, id, template, hashes);
+    match sync_needed(pod, &expected, hashes, flags.resize_supported) {
+        Sync::UpToDate => plan.updated_instances += 1,
+        Sync::Update(UpdateKind::Metadata) => {
+            plan.updated_instances += 1;
+            plan.updates.push(PodUpdate {
+                name: pod.metadata().name.clone().unwrap_or_default(),
+                id,
+                kind: UpdateKind::Metadata,
+                patch: update_patch(&pod.to_pod(), &expected, UpdateKind::Metadata),
+                resize_patch: None,
+            });
+        }
+        sync => return Some((id, sync, expected)),
+    }
+    None
+}
+
+/// Phase 3 (A.6 transformPodActions): the pending updates the budgets allow. The force group
+/// (instances not on the rolling template) goes first, then the rolling group in ascending id
+/// order; both consume the same set of available pods.
+pub fn approve_within_budgets<P: PodView>(
+    spec: &TAppSpec,
+    pods: &BTreeMap<u32, &P>,
+    running: &BTreeSet<u32>,
+    pending: Vec<Pending>,
+) -> Vec<Pending> {
     let mut available: BTreeSet<u32> = running
         .iter()
         .copied()
-        .filter(|id| pods.get(id).is_some_and(is_available))
+        .filter(|id| pods.get(id).is_some_and(|p| is_available(*p)))
         .collect();
     let total = running.len();
     let force_budget = spec
@@ -950,14 +1046,16 @@ pub fn plan<P: PodView>(
         .unwrap_or(IntOrString::Int(DEFAULT_MAX_UNAVAILABLE));
     let force_min = total.saturating_sub(resolve_budget(&force_budget, total));
     let rolling_min = total.saturating_sub(resolve_budget(&rolling_budget, total));
-    let (rolling, force): (Vec<_>, Vec<_>) = syncs
+    let rolling_template = spec.rolling_template_name();
+    let (rolling, force): (Vec<_>, Vec<_>) = pending
         .into_iter()
         .partition(|(id, _, _)| spec.template_name_for(&id.to_string()) == rolling_template);
-    let mut approved: Vec<(u32, Sync, Pod)> = Vec::new();
+    let mut approved = Vec::new();
     for (id, sync, expected) in force {
-        let pod = pods[&id];
         // A pod already in the in-place protocol (gate False) was counted when it started.
-        let in_protocol = in_place_condition(pod) == Some(false) && !is_updating(pod);
+        let in_protocol = pods
+            .get(&id)
+            .is_some_and(|pod| in_place_condition(*pod) == Some(false) && !is_updating(*pod));
         if !in_protocol && available.len() <= force_min {
             continue;
         }
@@ -973,8 +1071,20 @@ pub fn plan<P: PodView>(
         }
         approved.push((id, sync, expected));
     }
+    approved
+}
 
-    // Execution of approved actions and the in-place protocol (A.7).
+/// Phase 4 (A.7): the in-place protocol. Approved recreates are deleted; approved updates are
+/// patched once the gate has been False for the grace period (else the plan looks again
+/// then); the gate condition of every live pod is written where it differs from what it
+/// should be (False for pods being updated, recreated or deleted, True otherwise).
+pub fn in_place_protocol<P: PodView>(
+    spec: &TAppSpec,
+    pods: &BTreeMap<u32, &P>,
+    approved: Vec<Pending>,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
     let grace = Duration::from_secs(
         spec.update_strategy
             .in_place_update_grace_period_seconds
@@ -983,36 +1093,18 @@ pub fn plan<P: PodView>(
     );
     let mut gate_false: BTreeSet<u32> = BTreeSet::new();
     for (id, sync, expected) in approved {
-        let pod = pods[&id];
-        let name = pod.metadata().name.clone().unwrap_or_default();
+        let Some(&pod) = pods.get(&id) else { continue };
         match sync {
             Sync::Recreate => {
                 gate_false.insert(id);
-                delete(&mut plan, pod, DeleteReason::Recreate);
+                plan.deletes
+                    .push(pod_delete(pod, false, DeleteReason::Recreate));
             }
             Sync::Update(kind) => {
                 gate_false.insert(id);
-                let since = condition(pod, IN_PLACE_UPDATE_READY_CONDITION)
-                    .filter(|c| c.status == "False")
-                    .and_then(|c| c.last_transition_time.as_ref())
-                    .map(|t| to_chrono(t.0));
-                let due = if grace.is_zero() {
-                    Some(Duration::ZERO)
-                } else {
-                    match since {
-                        Some(t) => {
-                            let elapsed = (now - t).to_std().unwrap_or(Duration::ZERO);
-                            grace
-                                .checked_sub(elapsed)
-                                .filter(|d| !d.is_zero())
-                                .or(Some(Duration::ZERO))
-                        }
-                        None => None,
-                    }
-                };
-                match due {
+                match update_due(pod, grace, now) {
                     Some(d) if d.is_zero() => plan.updates.push(PodUpdate {
-                        name,
+                        name: pod.metadata().name.clone().unwrap_or_default(),
                         id,
                         kind,
                         patch: update_patch(&pod.to_pod(), &expected, kind),
@@ -1027,17 +1119,45 @@ pub fn plan<P: PodView>(
         }
     }
     // Deleted pods (scale down, Killed) also get the gate False first, like the original.
-    for d in &plan.deletes {
-        if !d.force
-            && let Some(id) = pods
-                .iter()
-                .find(|(_, p)| p.metadata().name.as_deref() == Some(d.name.as_str()))
-                .map(|(id, _)| *id)
+    for d in plan.deletes.iter().filter(|d| !d.force) {
+        if let Some((&id, _)) = pods
+            .iter()
+            .find(|(_, p)| p.metadata().name.as_deref() == Some(d.name.as_str()))
         {
             gate_false.insert(id);
         }
     }
-    for (&id, pod) in &pods {
+    plan.conditions = gate_conditions(pods, &gate_false, now);
+}
+
+/// How long until an in-place update of `pod` may be patched: zero when due, `None` when its
+/// gate is not False yet (the grace period starts when it is).
+fn update_due(pod: &impl PodView, grace: Duration, now: DateTime<Utc>) -> Option<Duration> {
+    if grace.is_zero() {
+        return Some(Duration::ZERO);
+    }
+    let since = condition(pod, IN_PLACE_UPDATE_READY_CONDITION)
+        .filter(|c| c.status == "False")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| to_chrono(t.0))?;
+    let elapsed = (now - since).to_std().unwrap_or(Duration::ZERO);
+    Some(
+        grace
+            .checked_sub(elapsed)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The gate condition writes: for each live (Running or Pending, not dying) pod whose gate
+/// is not what it should be, or whose PodReady is not False while its gate must be.
+fn gate_conditions<P: PodView>(
+    pods: &BTreeMap<u32, &P>,
+    gate_false: &BTreeSet<u32>,
+    now: DateTime<Utc>,
+) -> Vec<ConditionWrite> {
+    let mut writes = Vec::new();
+    for (&id, &pod) in pods {
         if is_dying(pod) || !matches!(phase(pod), "Running" | "Pending") {
             continue;
         }
@@ -1047,23 +1167,35 @@ pub fn plan<P: PodView>(
         let ready_forced_off =
             !want && condition(pod, "Ready").is_some_and(|c| c.status != "False");
         if have != Some(want) || ready_forced_off {
-            plan.conditions.push(ConditionWrite {
+            writes.push(ConditionWrite {
                 name: pod.metadata().name.clone().unwrap_or_default(),
                 ready: want,
                 patch: condition_patch(pod, want, now),
             });
         }
     }
+    writes
+}
 
-    // Claims: whenScaled Delete removes claims of ids >= replicas once their pod is gone;
-    // whenDeleted decides whether claims carry the TApp's owner reference.
+/// Phase 5: claims. `whenScaled: Delete` removes the claims of ids >= replicas once their pod
+/// is gone; `whenDeleted` decides whether claims carry the TApp's owner reference.
+pub fn claim_actions<P>(
+    tapp: &TApp,
+    pvcs: &[&ObjectMeta],
+    pods: &BTreeMap<u32, &P>,
+    selector: &LabelSelector,
+    plan: &mut Plan,
+) {
+    let spec = &tapp.spec;
+    let tapp_name = tapp.metadata.name.as_deref().unwrap_or_default();
+    let replicas = spec.replicas.max(0) as u32;
     let policy = spec.persistent_volume_claim_retention_policy.as_ref();
     let when_scaled_delete = policy.and_then(|p| p.when_scaled)
         == Some(PersistentVolumeClaimRetentionPolicyType::Delete);
     let explicit_owner = policy.and_then(|p| p.when_deleted);
     let uid = tapp.metadata.uid.clone().unwrap_or_default();
-    for pvc in &observed.pvcs {
-        let Some(name) = pvc.metadata.name.as_deref() else {
+    for pvc in pvcs {
+        let Some(name) = pvc.name.as_deref() else {
             continue;
         };
         let Some(id) = spec.volume_claim_templates.iter().find_map(|c| {
@@ -1076,21 +1208,21 @@ pub fn plan<P: PodView>(
         }) else {
             continue;
         };
-        let refs = pvc.metadata.owner_references.clone().unwrap_or_default();
+        let refs = pvc.owner_references.clone().unwrap_or_default();
         let owned = refs.iter().any(|r| r.uid == uid);
         let ours = owned
             || selector
                 .match_labels
                 .iter()
                 .flatten()
-                .all(|(k, v)| pvc.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+                .all(|(k, v)| pvc.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
         if !ours {
             continue;
         }
         if when_scaled_delete
             && id >= replicas
             && !pods.contains_key(&id)
-            && pvc.metadata.deletion_timestamp.is_none()
+            && pvc.deletion_timestamp.is_none()
         {
             plan.delete_pvcs.push(name.to_string());
             continue;
@@ -1113,25 +1245,23 @@ pub fn plan<P: PodView>(
             _ => {}
         }
     }
+}
 
-    if dying_force_wait {
-        plan.requeue_after = min_duration(plan.requeue_after, NODE_RECHECK);
-    }
-    plan.status = Some(TAppStatus {
+/// Phase 6: the status from the instance statuses.
+pub fn tapp_status(
+    tapp: &TApp,
+    statuses: BTreeMap<String, InstanceStatus>,
+    selector: &LabelSelector,
+) -> TAppStatus {
+    let count = |f: fn(&InstanceStatus) -> bool| statuses.values().filter(|s| f(s)).count() as i32;
+    TAppStatus {
         observed_generation: tapp.metadata.generation,
-        replicas: statuses
-            .values()
-            .filter(|s| **s != InstanceStatus::NotCreated)
-            .count() as i32,
-        ready_replicas: statuses
-            .values()
-            .filter(|s| **s == InstanceStatus::Running)
-            .count() as i32,
-        scale_label_selector: Some(selector_string(&selector)),
+        replicas: count(|s| *s != InstanceStatus::NotCreated),
+        ready_replicas: count(|s| *s == InstanceStatus::Running),
+        scale_label_selector: Some(selector_string(selector)),
         app_status: Some(app_status(&statuses)),
         statuses,
-    });
-    plan
+    }
 }
 
 /// Converts a Kubernetes (jiff) timestamp to chrono.

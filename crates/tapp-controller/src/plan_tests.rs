@@ -2,7 +2,7 @@
 
 use super::*;
 use addon_common::api::tapp::TAppStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
 fn base_template(image: &str, restart: &str) -> Value {
@@ -937,7 +937,7 @@ fn claims_are_created_before_pods_and_reused() {
     let existing: PersistentVolumeClaim =
         serde_json::from_value(json!({"metadata": {"name": "data-t-0"}})).expect("pvc");
     let observed = Observed {
-        pvcs: vec![&existing],
+        pvcs: vec![&existing.metadata],
         ..Observed::<Pod>::default()
     };
     let p = plan(&t, &observed, now(), &Flags::default());
@@ -976,7 +976,7 @@ fn claims_are_created_before_pods_and_reused() {
     let p = plan(
         &t,
         &Observed {
-            pvcs: vec![&existing, &stale],
+            pvcs: vec![&existing.metadata, &stale.metadata],
             ..Observed::<Pod>::default()
         },
         now(),
@@ -1095,4 +1095,211 @@ fn remembered_template_hashes_give_the_same_plan_and_follow_the_generation() {
     assert_eq!(p, run(&t, &pods, Flags::default()));
     assert_eq!(p.updates.len(), 1, "maxUnavailable 1: one pod at a time");
     assert_eq!(memo.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Each phase of `plan` alone.
+
+fn by_id(pods: &[Pod]) -> BTreeMap<u32, &Pod> {
+    let refs: Vec<&Pod> = pods.iter().collect();
+    index_pods("t", &refs)
+}
+
+fn selector_of(t: &TApp) -> LabelSelector {
+    t.spec.selector.clone().expect("selector")
+}
+
+#[test]
+fn phase_index_pods_keeps_only_the_pod_named_for_its_id() {
+    let t = tapp(3);
+    let mut stranger = pod_of(&t, 1, "Running", Some(true));
+    stranger.metadata.name = Some("other-1".into());
+    let pods = [
+        pod_of(&t, 0, "Running", Some(true)),
+        stranger,
+        pod_of(&t, 2, "Pending", None),
+    ];
+    assert_eq!(by_id(&pods).keys().copied().collect::<Vec<_>>(), [0, 2]);
+}
+
+#[test]
+fn phase_instance_actions_creates_deletes_and_leaves_updates_pending() {
+    let mut t = tapp(2);
+    t.spec.force_delete_pod = true;
+    let mut dying = pod_of(&t, 1, "Running", Some(true));
+    dying.metadata.deletion_timestamp = Some(Time(to_jiff(now())));
+    let extra = pod_of(&t, 4, "Running", Some(true));
+    let old = pod_of(&t, 0, "Running", Some(true));
+    t.spec.template = serde_json::from_value(base_template("img:2", "OnFailure")).expect("t");
+
+    let run_with = |pods: &[Pod]| {
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let observed = Observed {
+            pods: refs.clone(),
+            ..Observed::<Pod>::default()
+        };
+        let pods = index_pods("t", &refs);
+        let (running, completed) = desired_instances(&t, &Flags::default());
+        let selector = selector_of(&t);
+        let inst = Instances {
+            tapp: &t,
+            observed: &observed,
+            flags: &Flags::default(),
+            pods: &pods,
+            running: &running,
+            completed: &completed,
+            selector: &selector,
+        };
+        let mut plan = Plan::default();
+        let actions = instance_actions(&inst, &mut plan);
+        (plan, actions)
+    };
+
+    // id 1 is missing, id 4 is above replicas; id 0 runs the old image.
+    let (plan, actions) = run_with(&[old, extra.clone()]);
+    assert_eq!(
+        ids(plan
+            .create_pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())),
+        [1]
+    );
+    assert_eq!(ids(plan.deletes.iter().map(|d| d.name.clone())), [4]);
+    let pending: Vec<(u32, Sync)> = actions.pending.iter().map(|(id, s, _)| (*id, *s)).collect();
+    assert_eq!(pending, [(0, Sync::Update(UpdateKind::Images))]);
+    assert!(
+        plan.updates.is_empty(),
+        "image updates wait for the budgets"
+    );
+    assert!(!actions.waiting_for_node);
+
+    // A dying pod on a node not known lost waits (nodes unknown: only NodeLost counts).
+    let (plan, actions) = run_with(&[dying, extra]);
+    assert!(actions.waiting_for_node);
+    assert_eq!(ids(plan.deletes.iter().map(|d| d.name.clone())), [4]);
+}
+
+#[test]
+fn phase_budgets_let_through_only_what_max_unavailable_allows() {
+    let t = tapp(3);
+    let pods = [0, 1, 2].map(|id| pod_of(&t, id, "Running", Some(true)));
+    let pods = by_id(&pods);
+    let running: BTreeSet<u32> = [0, 1, 2].into();
+    let pending: Vec<Pending> = [0, 1, 2]
+        .map(|id| (id, Sync::Update(UpdateKind::Images), Pod::default()))
+        .into();
+    let approved = approve_within_budgets(&t.spec, &pods, &running, pending.clone());
+    assert_eq!(approved.iter().map(|(id, ..)| *id).collect::<Vec<_>>(), [0]);
+    let mut wide = t.clone();
+    wide.spec.update_strategy.max_unavailable = Some(IntOrString::String("100%".into()));
+    let approved = approve_within_budgets(&wide.spec, &pods, &running, pending);
+    assert_eq!(approved.len(), 3);
+}
+
+#[test]
+fn phase_in_place_protocol_waits_for_the_grace_period_then_patches() {
+    let mut t = tapp(1);
+    t.spec.update_strategy.in_place_update_grace_period_seconds = Some(30);
+    let mut pod = pod_of(&t, 0, "Running", Some(true));
+    let expected = {
+        let mut e = pod.clone();
+        e.spec.as_mut().expect("spec").containers[0].image = Some("img:2".into());
+        e
+    };
+    // The protocol for the approved image update of `pod` at `at`.
+    let step = |pod: &Pod, at: DateTime<Utc>| {
+        let mut plan = Plan::default();
+        let approved = vec![(0, Sync::Update(UpdateKind::Images), expected.clone())];
+        in_place_protocol(
+            &t.spec,
+            &by_id(std::slice::from_ref(pod)),
+            approved,
+            at,
+            &mut plan,
+        );
+        plan
+    };
+
+    // Gate still True: it goes False now, the update waits a whole grace period.
+    let plan = step(&pod, now());
+    assert!(plan.updates.is_empty());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(30)));
+    assert_eq!(plan.conditions.len(), 1);
+    assert!(!plan.conditions[0].ready);
+
+    // Gate False for 10 s: 20 s to go.
+    let since = now() - chrono::Duration::seconds(10);
+    pod.status = serde_json::from_value(json!({"phase": "Running", "conditions": [
+        {"type": "tkestack.io/InPlaceUpdate", "status": "False",
+         "lastTransitionTime": since.to_rfc3339()},
+        {"type": "Ready", "status": "False"}]}))
+    .ok();
+    let plan = step(&pod, now());
+    assert!(plan.updates.is_empty());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
+    assert!(
+        plan.conditions.is_empty(),
+        "gate already False, PodReady False"
+    );
+
+    // Past the grace period: patched.
+    let later = now() + chrono::Duration::seconds(25);
+    let plan = step(&pod, later);
+    assert_eq!(plan.updates.len(), 1);
+    assert_eq!(plan.updates[0].kind, UpdateKind::Images);
+    assert_eq!(plan.requeue_after, None);
+}
+
+#[test]
+fn phase_claim_actions_follow_the_retention_policy() {
+    let mut t = tapp(1);
+    t.spec.volume_claim_templates =
+        serde_json::from_value(json!([{"metadata": {"name": "data"}}])).expect("claims");
+    t.spec.persistent_volume_claim_retention_policy =
+        serde_json::from_value(json!({"whenScaled": "Delete", "whenDeleted": "Retain"})).ok();
+    let pvc = |name: &str, owned: bool| -> PersistentVolumeClaim {
+        let refs = owned
+            .then(|| json!([{"apiVersion": API_VERSION, "kind": KIND, "name": "t", "uid": "u1"}]));
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "t"},
+            "ownerReferences": refs}}))
+        .expect("pvc")
+    };
+    let (kept, scaled_away, foreign) = (
+        pvc("data-t-0", true),
+        pvc("data-t-3", false),
+        pvc("logs-t-0", false),
+    );
+    let mut plan = Plan::default();
+    let no_pods: BTreeMap<u32, &Pod> = BTreeMap::new();
+    claim_actions(
+        &t,
+        &[&kept.metadata, &scaled_away.metadata, &foreign.metadata],
+        &no_pods,
+        &selector_of(&t),
+        &mut plan,
+    );
+    assert_eq!(plan.delete_pvcs, ["data-t-3"]);
+    assert_eq!(
+        plan.claim_ownership.len(),
+        1,
+        "Retain releases the owned claim"
+    );
+    assert_eq!(plan.claim_ownership[0].name, "data-t-0");
+    assert!(plan.claim_ownership[0].owner_references.is_empty());
+}
+
+#[test]
+fn phase_status_counts_created_and_running_instances() {
+    use InstanceStatus as S;
+    let t = tapp(3);
+    let statuses = BTreeMap::from([
+        ("0".to_string(), S::Running),
+        ("1".to_string(), S::Pending),
+        ("2".to_string(), S::NotCreated),
+    ]);
+    let status = tapp_status(&t, statuses, &selector_of(&t));
+    assert_eq!((status.replicas, status.ready_replicas), (2, 1));
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(status.scale_label_selector.as_deref(), Some("app=t"));
+    assert_eq!(status.app_status, Some(AppStatus::Running));
 }

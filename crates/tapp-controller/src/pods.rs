@@ -7,8 +7,8 @@ use addon_common::api::tapp::{
     IN_PLACE_UPDATE_READY_CONDITION, IN_PLACE_UPDATE_STATE_ANNOTATION, INSTANCE_ID_LABEL,
     parse_instance_id,
 };
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use addon_common::k8s_openapi::api::core::v1::{Pod, PodCondition};
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 /// Pod annotation (ours) recording, per container name, the imageID a container ran before
 /// an in-place update. Lets "still updating" be decided by imageID instead of the fragile

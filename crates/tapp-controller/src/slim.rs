@@ -27,21 +27,20 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{
+use addon_common::k8s_openapi::api::core::v1::{
     Container, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ObjectMeta, OwnerReference, Time,
+};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use addon_common::api::tapp::IN_PLACE_UPDATE_READY_CONDITION;
+use addon_common::{k8s_openapi, kube};
 
 use crate::hash::labels_have_own_hashes;
 use crate::pods::PodView;
-
-mod proto;
-
-pub use proto::Decoded;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -64,15 +63,6 @@ struct Pairs(Box<[(Box<str>, Box<str>)]>);
 impl Pairs {
     fn new(map: BTreeMap<String, String>) -> Self {
         Self(map.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
-    }
-
-    /// Pairs from entries in any order, the last of equal keys winning (as in a map).
-    fn from_entries(mut entries: Vec<(Box<str>, Box<str>)>) -> Self {
-        entries.reverse();
-        // stable: of equal keys the last entry (now first) stays
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries.dedup_by(|later, first| later.0 == first.0);
-        Self(entries.into_boxed_slice())
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -748,93 +738,6 @@ mod tests {
             read_fields(&slim.to_pod()),
             read_fields(&from_ordered.to_pod())
         );
-    }
-
-    /// The pod in the emulator's protobuf encoding (the wire format of kube-apiserver).
-    fn protobuf(v: &Value) -> Decoded {
-        let bytes = e2e::proto::encode(v).expect("encode");
-        let env = addon_common::protowire::envelope(&bytes).expect("envelope");
-        assert_eq!((env.api_version, env.kind), ("v1", "Pod"));
-        SlimPod::from_protobuf(env.raw).expect("decode")
-    }
-
-    #[test]
-    fn protobuf_keeps_what_json_keeps() {
-        let v = wire(own_labels());
-        let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
-        let Decoded::Complete(from_proto) = protobuf(&v) else {
-            panic!("our pod is complete");
-        };
-        assert_eq!(format!("{from_proto:?}"), format!("{from_json:?}"));
-        assert_eq!(view(&from_proto), view(&from_json));
-        assert_eq!(from_proto.conditions().len(), 2, "Ready and the gate only");
-        assert!(from_proto.annotation(LAST_APPLIED).is_none());
-
-        // a pod with nothing but a name, and one being deleted with a grace period
-        let bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
-        let deleting = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
-            "generation": 2, "deletionTimestamp": "2026-01-01T00:00:00.5Z",
-            "deletionGracePeriodSeconds": 0, "finalizers": ["a", "b"]}});
-        for v in [bare, deleting] {
-            let Decoded::Complete(p) = protobuf(&v) else {
-                panic!("no spec: nothing to read whole");
-            };
-            let j: SlimPod = serde_json::from_value(v).expect("json");
-            assert_eq!(format!("{p:?}"), format!("{j:?}"));
-        }
-    }
-
-    #[test]
-    fn protobuf_pods_of_the_go_controller_need_their_whole_spec() {
-        let go = json!({TEMPLATE_HASH_LABEL: "5d8f", UNIQ_HASH_LABEL: "77c9",
-                        "tapp_instance_key": "0"});
-        let v = wire(go);
-        let from_json: SlimPod = serde_json::from_value(v.clone()).expect("json");
-        assert!(from_json.has_full_spec());
-        let Decoded::NeedsWholeSpec(from_proto) = protobuf(&v) else {
-            panic!("a foreign pod needs its whole spec");
-        };
-        // all but the spec is kept as from JSON
-        assert_eq!(
-            format!(
-                "{:?}",
-                (
-                    &from_proto.metadata,
-                    &from_proto.labels,
-                    &from_proto.annotations,
-                    &from_proto.status
-                )
-            ),
-            format!(
-                "{:?}",
-                (
-                    &from_json.metadata,
-                    &from_json.labels,
-                    &from_json.annotations,
-                    &from_json.status
-                )
-            ),
-        );
-    }
-
-    #[test]
-    fn pairs_from_map_entries_are_sorted_and_the_last_of_a_key_wins() {
-        let e = |k: &str, v: &str| (Box::<str>::from(k), Box::<str>::from(v));
-        let p = Pairs::from_entries(vec![e("b", "1"), e("a", "1"), e("b", "2"), e("c", "1")]);
-        let keys: Vec<_> = p.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        assert_eq!(keys, ["a=1", "b=2", "c=1"]);
-        assert_eq!(p.get("b"), Some("2"));
-    }
-
-    #[test]
-    fn malformed_protobuf_is_an_error() {
-        let bytes = e2e::proto::encode(&wire(own_labels())).expect("encode");
-        let env = addon_common::protowire::envelope(&bytes).expect("envelope");
-        let cut = &env.raw[..env.raw.len() - 3];
-        assert!(SlimPod::from_protobuf(cut).is_err());
-        // a string field holding invalid UTF-8: field 1 of metadata (name)
-        let bad = [0x0a, 0x03, 0x0a, 0x01, 0xff];
-        assert!(SlimPod::from_protobuf(&bad).is_err());
     }
 
     #[test]

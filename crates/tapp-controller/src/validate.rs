@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use addon_common::api::tapp::{
     DEFAULT_TEMPLATE_NAME, TEMPLATE_HASH_LABEL, UNIQ_HASH_LABEL, parse_instance_id,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use addon_common::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use crate::pods::{selector_matches, selector_string};
@@ -91,6 +91,29 @@ pub fn validate_tapp(obj: &Value) -> Vec<String> {
     }
 
     // Selector vs template labels (the original loops forever on a mismatch).
+    check_selector(spec, &pool, &mut errors);
+    if let Some(claims) = spec.get("volumeClaimTemplates").and_then(Value::as_array) {
+        for (i, c) in claims.iter().enumerate() {
+            if c.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                errors.push(format!(
+                    "spec.volumeClaimTemplates[{i}].metadata.name: Required value"
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// The selector (given, or defaulted from the template labels) and whether every template's
+/// labels match it.
+fn check_selector(
+    spec: &serde_json::Map<String, Value>,
+    pool: &BTreeMap<String, Value>,
+    errors: &mut Vec<String>,
+) {
     let labels_of = |t: Option<&Value>| -> BTreeMap<String, String> {
         t.and_then(|t| t.pointer("/metadata/labels"))
             .and_then(|l| serde_json::from_value(l.clone()).ok())
@@ -145,25 +168,12 @@ pub fn validate_tapp(obj: &Value) -> Vec<String> {
         {
             errors.push(format!("spec.template.metadata.labels: Invalid value: `selector` does not match template `labels` (selector {})", selector_string(&sel)));
         }
-        for (name, template) in &pool {
+        for (name, template) in pool {
             if !selector_matches(&sel, &labels_of(Some(template))) {
                 errors.push(format!("spec.templatePool[{name}].metadata.labels: Invalid value: `selector` does not match template `labels` (selector {})", selector_string(&sel)));
             }
         }
     }
-    if let Some(claims) = spec.get("volumeClaimTemplates").and_then(Value::as_array) {
-        for (i, c) in claims.iter().enumerate() {
-            if c.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                errors.push(format!(
-                    "spec.volumeClaimTemplates[{i}].metadata.name: Required value"
-                ));
-            }
-        }
-    }
-    errors
 }
 
 /// maxUnavailable: an integer >= 1 or a percentage "1%".."100%".

@@ -9,10 +9,10 @@
 //! certificates without a restart. With `--webhook-tls-cert-file`/`--webhook-tls-key-file` an
 //! externally managed certificate (cert-manager, helm) is served instead and nothing is patched.
 
+use addon_common::kube::core::DynamicObject;
+use addon_common::kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use addon_common::webhook::admission_handler_observed;
 use axum::Router;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 
 use crate::metrics::Metrics;
 use crate::validate::validate_tapp;
@@ -58,7 +58,7 @@ pub fn router(metrics: Option<Metrics>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::admission::AdmissionReview;
+    use addon_common::kube::core::admission::AdmissionReview;
     use serde_json::json;
 
     fn request_of(spec: serde_json::Value) -> AdmissionRequest<DynamicObject> {

@@ -21,18 +21,20 @@ use addon_common::api::{
     all_crds,
     tapp::{IN_PLACE_UPDATE_READY_CONDITION, IN_PLACE_UPDATE_STATE_ANNOTATION, TApp},
 };
-use e2e::cluster::{ClusterConfig, SimCluster};
-use e2e::wait::until as until_within;
-use futures::StreamExt;
-use k8s_openapi::{
+use addon_common::events::EventRecorder;
+use addon_common::k8s_openapi::{
     api::core::v1::{Event, PersistentVolumeClaim, Pod},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kube::{
+use addon_common::kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
     runtime::watcher,
 };
+use addon_common::runtime::Deps;
+use e2e::cluster::{ClusterConfig, SimCluster};
+use e2e::wait::until as until_within;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tapp_controller::{
     controller::{self, Config},
@@ -128,13 +130,12 @@ impl Controller {
         };
         let stop = CancellationToken::new();
         let health = Health::default();
-        let handle = tokio::spawn(controller::run(
-            client.clone(),
-            config,
-            metrics,
-            health.clone(),
-            stop.clone(),
-        ));
+        let deps = Deps {
+            client: client.clone(),
+            health: health.clone(),
+            events: EventRecorder::new(client.clone(), controller::COMPONENT),
+        };
+        let handle = tokio::spawn(controller::run(deps, config, metrics, stop.clone()));
         Self {
             stop,
             handle,
@@ -934,6 +935,71 @@ async fn a_pod_deleted_behind_the_controllers_back_is_replaced_at_once() {
     let _ = &env.server;
 }
 
+/// The TApp CRD as the Go original served it (apiextensions v1beta1, no schema): the API
+/// server keeps whatever a client writes, wrong-typed fields included.
+async fn serve_tapps_without_schema(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = crds.get("tapps.apps.tkestack.io").await.expect("TApp CRD");
+    for version in &mut crd.spec.versions {
+        version.schema = serde_json::from_value(json!({"openAPIV3Schema":
+            {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}))
+        .ok();
+    }
+    crds.replace("tapps.apps.tkestack.io", &PostParams::default(), &crd)
+        .await
+        .expect("schema-less TApp CRD");
+}
+
+/// A TApp that does not decode (`replicas` a string) is reported with a Warning Event
+/// (`InvalidObject`) and the others are reconciled as usual. Without the guard the TApp list
+/// fails on it, again and again, and no TApp is reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_tapp_is_reported_and_the_others_are_reconciled() {
+    let env = env(1).await;
+    let client = env.client.clone();
+    serve_tapps_without_schema(&client).await;
+    let mut bad = batch_tapp("bad", "Always", None);
+    bad["spec"]["replicas"] = json!("three");
+    let bad: DynamicObject = serde_json::from_value(bad).expect("object");
+    Api::<DynamicObject>::default_namespaced_with(client.clone(), &ApiResource::erase::<TApp>(&()))
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect("create the undecodable TApp");
+    // What an unguarded watch of TApps would do: its list fails as a whole.
+    assert!(
+        tapps(&client).list(&ListParams::default()).await.is_err(),
+        "a typed list of TApps fails on the undecodable one"
+    );
+
+    let _controller = Controller::start(&client);
+    create_running_service(&client, "good").await;
+    let warning = until("the InvalidObject event on the bad TApp", || async {
+        Api::<Event>::default_namespaced(client.clone())
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidObject")
+                    && e.involved_object.kind.as_deref() == Some("TApp")
+                    && e.involved_object.name.as_deref() == Some("bad")
+            })
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.message.unwrap_or_default();
+    assert!(
+        note.contains("\"three\""),
+        "the note names the decoding error: {note}"
+    );
+    assert!(
+        pod_map(&client, "app=bad").await.is_empty(),
+        "nothing is created for the undecodable TApp"
+    );
+    let _ = &env.server;
+}
+
 fn claims_tapp(name: &str, policy: Option<Value>) -> Value {
     let mut t = json!({
         "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
@@ -1095,7 +1161,7 @@ async fn pods_on_a_lost_node_are_force_deleted_only_with_force_delete_pod() {
         .await
         .expect("stop node");
     until("the node reported NotReady", || async {
-        let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        let n = Api::<addon_common::k8s_openapi::api::core::v1::Node>::all(client.clone())
             .get(&node)
             .await
             .ok()?;

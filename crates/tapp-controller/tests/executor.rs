@@ -8,7 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use addon_common::admin::Health;
 use addon_common::api::tapp::TApp;
+use addon_common::events::EventRecorder;
+use addon_common::guard::DeserializeGuard;
+use addon_common::k8s_openapi::api::core::v1::Pod;
+use addon_common::kube;
+use addon_common::kube::runtime::reflector::{self, store::Writer};
+use addon_common::kube::runtime::watcher::Event;
+use addon_common::runtime::Deps;
 use axum::{
     Json, Router,
     body::Bytes,
@@ -16,11 +24,8 @@ use axum::{
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
-use tapp_controller::controller::{Context, Stores, reconcile};
+use tapp_controller::controller::{COMPONENT, ClaimMeta, Context, Stores, reconcile};
 use tapp_controller::index::OwnerIndex;
 use tapp_controller::metrics::Metrics;
 use tapp_controller::plan::Flags;
@@ -200,11 +205,16 @@ async fn handle(
 const PODS: &str = "api/v1/namespaces/default/pods";
 const TAPPS: &str = "apis/apps.tkestack.io/v1/namespaces/default/tapps";
 
+/// A TApp as the controller's watch delivers it (decoded).
+fn guarded(tapp: TApp) -> Arc<DeserializeGuard<TApp>> {
+    Arc::new(DeserializeGuard(Ok(tapp)))
+}
+
 struct Harness {
     api: Shared,
     ctx: Arc<Context>,
     pods: OwnerIndex,
-    pvcs: Writer<PersistentVolumeClaim>,
+    pvcs: Writer<ClaimMeta>,
     max_unavailable: usize,
 }
 
@@ -217,8 +227,13 @@ impl Harness {
         let metrics = Metrics::register(&registry).expect("metrics");
         let pods = OwnerIndex::new();
         let (pvc_store, pvcs) = reflector::store();
+        let deps = Deps {
+            client: client.clone(),
+            health: Health::default(),
+            events: EventRecorder::new(client, COMPONENT),
+        };
         let ctx = Arc::new(Context::new(
-            client,
+            &deps,
             metrics,
             Flags::default(),
             Stores {
@@ -383,7 +398,7 @@ impl Harness {
         for _ in 0..40 {
             let before = self.api.lock().expect("lock").rv;
             self.resync_stores();
-            let tapp = Arc::new(self.tapp());
+            let tapp = guarded(self.tapp());
             reconcile(tapp, self.ctx.clone()).await.expect("reconcile");
             self.max_unavailable = self.max_unavailable.max(self.unavailable());
             self.kubelet();
@@ -660,10 +675,10 @@ async fn a_cache_that_lags_our_writes_repeats_no_write() {
     let writes = |h: &Harness| h.api.lock().expect("lock").writes.clone();
     // Defaults, then the pods.
     h.resync_stores();
-    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+    reconcile(guarded(h.tapp()), h.ctx.clone())
         .await
         .expect("defaults");
-    let stale_tapp = Arc::new(h.tapp());
+    let stale_tapp = guarded(h.tapp());
     h.resync_stores();
     reconcile(stale_tapp.clone(), h.ctx.clone())
         .await
@@ -681,7 +696,7 @@ async fn a_cache_that_lags_our_writes_repeats_no_write() {
         .expect("stale");
     assert_eq!(writes(&h), after_create, "nothing written on a stale cache");
     // The TApp's status is fresh but the pods are not.
-    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+    reconcile(guarded(h.tapp()), h.ctx.clone())
         .await
         .expect("stale pods");
     assert_eq!(
@@ -693,7 +708,7 @@ async fn a_cache_that_lags_our_writes_repeats_no_write() {
     // Pods visible, kubelet ran: the readiness gates are set, once each.
     h.kubelet();
     h.resync_stores();
-    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+    reconcile(guarded(h.tapp()), h.ctx.clone())
         .await
         .expect("gates");
     let gates = |w: &[String]| {
@@ -704,7 +719,7 @@ async fn a_cache_that_lags_our_writes_repeats_no_write() {
     let after_gates = writes(&h);
     assert_eq!(gates(&after_gates), 3, "{after_gates:?}");
     // Gate patches not in the cache yet: nothing again.
-    reconcile(Arc::new(h.tapp()), h.ctx.clone())
+    reconcile(guarded(h.tapp()), h.ctx.clone())
         .await
         .expect("stale gates");
     assert_eq!(writes(&h), after_gates);

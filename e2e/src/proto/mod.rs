@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use addon_common::protowire::{self, Fields, Wire};
+use crate::protowire::{self, Fields, Wire};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 

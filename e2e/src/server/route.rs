@@ -52,7 +52,7 @@ impl Ctx {
     /// wants the objects themselves (no table, no metadata-only) and the kind is built-in with a
     /// protobuf message. Custom resources stay JSON, as with kube-apiserver.
     pub fn wants_protobuf(&self, info: &ResourceInfo) -> bool {
-        addon_common::protowire::is_protobuf(self.accept.split(',').next())
+        crate::protowire::is_protobuf(self.accept.split(',').next())
             && !self.wants_table()
             && !self.wants_metadata()
             && !info.crd
@@ -65,10 +65,7 @@ impl Ctx {
 pub(super) fn protobuf_ok(body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
-        [(
-            http::header::CONTENT_TYPE,
-            addon_common::protowire::MEDIA_TYPE,
-        )],
+        [(http::header::CONTENT_TYPE, crate::protowire::MEDIA_TYPE)],
         body,
     )
         .into_response()

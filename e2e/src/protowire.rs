@@ -2,9 +2,9 @@
 //! generated code: the wire format's fields, the `k8s\0` + `runtime.Unknown` envelope of an
 //! object, and the length-prefixed frames of a protobuf watch.
 //!
-//! A controller that reads a handful of fields of a large object (a pod) decodes only those
-//! and skips every other field in O(1): a length-delimited field is stepped over by its
-//! length, where a JSON decoder must scan every byte of what it skips.
+//! The emulated API server's protobuf encoder and decoder (`crate::proto`) are built on it,
+//! and so are its tests' readings of protobuf responses. (It lived in addon-common while
+//! tapp-controller read its pod watch in protobuf; the controllers read JSON only now.)
 
 use std::fmt;
 
