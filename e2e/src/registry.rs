@@ -1088,80 +1088,16 @@ pub fn crd_resources(crd: &Value) -> ApiResult<Vec<ResourceInfo>> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let mut causes = Vec::new();
-    if group.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.group",
-            "Required value",
-        ));
-    }
-    if plural.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.plural",
-            "Required value",
-        ));
-    }
-    if kind.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.kind",
-            "Required value",
-        ));
-    }
-    if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(Cause::new(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
-        ));
-    }
     let scope = spec
         .get("scope")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if scope != "Namespaced" && scope != "Cluster" {
-        causes.push(Cause::new(
-            "FieldValueNotSupported",
-            "spec.scope",
-            format!(
-                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
-            ),
-        ));
-    }
     let versions = spec
         .get("versions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if versions.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.versions",
-            "Required value",
-        ));
-    }
-    let storage_count = versions
-        .iter()
-        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-        .count();
-    if !versions.is_empty() && storage_count != 1 {
-        causes.push(Cause::new(
-            "FieldValueInvalid",
-            "spec.versions",
-            format!("Invalid value: {storage_count}: must have exactly one version marked as storage version"),
-        ));
-    }
-    for (i, v) in versions.iter().enumerate() {
-        if v.pointer("/schema/openAPIV3Schema").is_none() {
-            causes.push(Cause::new(
-                "FieldValueRequired",
-                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                "Required value: schemas are required",
-            ));
-        }
-    }
+    let causes = crd_causes(name, &group, &plural, &kind, scope, &versions);
     if !causes.is_empty() {
         return Err(ApiError::invalid(
             "apiextensions.k8s.io",
@@ -1185,58 +1121,8 @@ pub fn crd_resources(crd: &Value) -> ApiResult<Vec<ResourceInfo>> {
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
     {
-        let scale = v.pointer("/subresources/scale").map(|sc| ScaleInfo {
-            spec_replicas_path: sc
-                .get("specReplicasPath")
-                .and_then(Value::as_str)
-                .unwrap_or(".spec.replicas")
-                .into(),
-            status_replicas_path: sc
-                .get("statusReplicasPath")
-                .and_then(Value::as_str)
-                .unwrap_or(".status.replicas")
-                .into(),
-            label_selector_path: sc
-                .get("labelSelectorPath")
-                .and_then(Value::as_str)
-                .map(String::from),
-        });
-        let printer_columns = v
-            .get("additionalPrinterColumns")
-            .and_then(Value::as_array)
-            .map(|cols| {
-                cols.iter()
-                    .map(|c| PrinterColumn {
-                        name: c
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                        type_: c
-                            .get("type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("string")
-                            .into(),
-                        format: c
-                            .get("format")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                        description: c
-                            .get("description")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
-                        json_path: c
-                            .get("jsonPath")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let scale = crd_scale(v);
+        let printer_columns = crd_printer_columns(v);
         out.push(ResourceInfo {
             group: group.clone(),
             version: v
@@ -1270,6 +1156,142 @@ pub fn crd_resources(crd: &Value) -> ApiResult<Vec<ResourceInfo>> {
     // Kubernetes version priority: GA > beta > alpha, higher numbers first.
     out.sort_by_key(|i| std::cmp::Reverse(version_priority(&i.version)));
     Ok(out)
+}
+
+/// The scale subresource of one CRD version, with the default paths.
+fn crd_scale(v: &Value) -> Option<ScaleInfo> {
+    v.pointer("/subresources/scale").map(|sc| ScaleInfo {
+        spec_replicas_path: sc
+            .get("specReplicasPath")
+            .and_then(Value::as_str)
+            .unwrap_or(".spec.replicas")
+            .into(),
+        status_replicas_path: sc
+            .get("statusReplicasPath")
+            .and_then(Value::as_str)
+            .unwrap_or(".status.replicas")
+            .into(),
+        label_selector_path: sc
+            .get("labelSelectorPath")
+            .and_then(Value::as_str)
+            .map(String::from),
+    })
+}
+
+/// The additionalPrinterColumns of one CRD version.
+fn crd_printer_columns(v: &Value) -> Vec<PrinterColumn> {
+    v.get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .map(|cols| {
+            cols.iter()
+                .map(|c| PrinterColumn {
+                    name: c
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                    type_: c
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("string")
+                        .into(),
+                    format: c
+                        .get("format")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                    description: c
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                    priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                    json_path: c
+                        .get("jsonPath")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What is wrong with a CRD's names, scope and versions (empty when it is valid).
+fn crd_causes(
+    name: &str,
+    group: &str,
+    plural: &str,
+    kind: &str,
+    scope: &str,
+    versions: &[Value],
+) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if group.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.group",
+            "Required value",
+        ));
+    }
+    if plural.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value",
+        ));
+    }
+    if kind.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value",
+        ));
+    }
+    if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    if scope != "Namespaced" && scope != "Cluster" {
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "spec.scope",
+            format!(
+                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
+            ),
+        ));
+    }
+    if versions.is_empty() {
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.versions",
+            "Required value",
+        ));
+    }
+    let storage_count = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
+    if !versions.is_empty() && storage_count != 1 {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.versions",
+            format!("Invalid value: {storage_count}: must have exactly one version marked as storage version"),
+        ));
+    }
+    for (i, v) in versions.iter().enumerate() {
+        if v.pointer("/schema/openAPIV3Schema").is_none() {
+            causes.push(Cause::new(
+                "FieldValueRequired",
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "Required value: schemas are required",
+            ));
+        }
+    }
+    causes
 }
 
 /// Kube-style version priority (v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > others).

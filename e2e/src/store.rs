@@ -758,208 +758,186 @@ impl Inner {
                 break;
             }
             match w {
-                Work::OwnerGone(uid) => {
-                    let deps: Vec<_> = self
-                        .dependents
-                        .get(&uid)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
-                    for (gr, key) in deps {
-                        let Some(obj) = self
-                            .tables
-                            .get(&gr)
-                            .and_then(|t| t.objects.get(&key))
-                            .cloned()
-                        else {
-                            continue;
-                        };
-                        let alive: Vec<String> = owner_uids(&obj)
-                            .into_iter()
-                            .filter(|u| *u != uid && self.uid_index.contains_key(u))
-                            .collect();
-                        if !alive.is_empty() {
-                            let mut o = (*obj).clone();
-                            if let Some(refs) = o
-                                .pointer_mut("/metadata/ownerReferences")
-                                .and_then(Value::as_array_mut)
-                            {
-                                refs.retain(|r| {
-                                    r.get("uid")
-                                        .and_then(Value::as_str)
-                                        .is_some_and(|u| alive.iter().any(|a| a == u))
-                                });
-                            }
-                            self.put(&gr, key, o, Some(obj));
-                        } else if !is_deleting(&obj) {
-                            let _ = self.delete_inner(&gr, &key, Propagation::Background, None);
-                        }
-                    }
+                Work::OwnerGone(uid) => self.owner_gone(uid),
+                Work::Foreground(uid) => self.foreground(uid),
+                Work::Orphan(uid) => self.orphan(uid),
+                Work::Namespace(ns) => self.namespace_sweep(ns),
+            }
+        }
+    }
+
+    /// An owner is gone: drop its references from dependents that have other live owners, delete the rest.
+    fn owner_gone(&mut self, uid: String) {
+        let deps = self.dependents_of(&uid);
+        for (gr, key) in deps {
+            let Some(obj) = self.object(&gr, &key) else {
+                continue;
+            };
+            let alive: Vec<String> = owner_uids(&obj)
+                .into_iter()
+                .filter(|u| *u != uid && self.uid_index.contains_key(u))
+                .collect();
+            if !alive.is_empty() {
+                let mut o = (*obj).clone();
+                if let Some(refs) = o
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| {
+                        r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| alive.iter().any(|a| a == u))
+                    });
                 }
-                Work::Foreground(uid) => {
-                    let Some((gr, key, owner)) = self.lookup_uid(&uid) else {
-                        continue;
-                    };
-                    if !finalizers(&owner).iter().any(|f| f == "foregroundDeletion") {
-                        continue;
-                    }
-                    let deps: Vec<_> = self
-                        .dependents
-                        .get(&uid)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
-                    let mut blocking = false;
-                    for (dgr, dkey) in deps {
-                        let Some(dep) = self
-                            .tables
-                            .get(&dgr)
-                            .and_then(|t| t.objects.get(&dkey))
-                            .cloned()
-                        else {
-                            continue;
-                        };
-                        if !is_deleting(&dep) {
-                            let _ = self.delete_inner(&dgr, &dkey, Propagation::Foreground, None);
-                        }
-                        if let Some(dep) = self.tables.get(&dgr).and_then(|t| t.objects.get(&dkey))
-                        {
-                            let blocks = dep
-                                .pointer("/metadata/ownerReferences")
-                                .and_then(Value::as_array)
-                                .is_some_and(|refs| {
-                                    refs.iter().any(|r| {
-                                        r.get("uid").and_then(Value::as_str) == Some(uid.as_str())
-                                            && r.get("blockOwnerDeletion").and_then(Value::as_bool)
-                                                == Some(true)
-                                    })
-                                });
-                            blocking |= blocks;
-                        }
-                    }
-                    if !blocking
-                        && let Some(owner) = self
-                            .tables
-                            .get(&gr)
-                            .and_then(|t| t.objects.get(&key))
-                            .cloned()
-                    {
-                        self.drop_finalizer(&gr, &key, &owner, "foregroundDeletion");
-                    }
+                self.put(&gr, key, o, Some(obj));
+            } else if !is_deleting(&obj) {
+                let _ = self.delete_inner(&gr, &key, Propagation::Background, None);
+            }
+        }
+    }
+
+    /// Foreground deletion: delete dependents, drop the owner's finalizer once none blocks it.
+    fn foreground(&mut self, uid: String) {
+        let Some((gr, key)) = self.finalizing_owner(&uid, "foregroundDeletion") else {
+            return;
+        };
+        let deps = self.dependents_of(&uid);
+        let mut blocking = false;
+        for (dgr, dkey) in deps {
+            let Some(dep) = self.object(&dgr, &dkey) else {
+                continue;
+            };
+            if !is_deleting(&dep) {
+                let _ = self.delete_inner(&dgr, &dkey, Propagation::Foreground, None);
+            }
+            if let Some(dep) = self.tables.get(&dgr).and_then(|t| t.objects.get(&dkey)) {
+                let blocks = dep
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter().any(|r| {
+                            r.get("uid").and_then(Value::as_str) == Some(uid.as_str())
+                                && r.get("blockOwnerDeletion").and_then(Value::as_bool)
+                                    == Some(true)
+                        })
+                    });
+                blocking |= blocks;
+            }
+        }
+        if !blocking && let Some(owner) = self.object(&gr, &key) {
+            self.drop_finalizer(&gr, &key, &owner, "foregroundDeletion");
+        }
+    }
+
+    /// Orphan deletion: strip the owner's references from dependents, then drop its finalizer.
+    fn orphan(&mut self, uid: String) {
+        let Some((gr, key)) = self.finalizing_owner(&uid, "orphan") else {
+            return;
+        };
+        let deps = self.dependents_of(&uid);
+        for (dgr, dkey) in deps {
+            let Some(dep) = self.object(&dgr, &dkey) else {
+                continue;
+            };
+            let mut o = (*dep).clone();
+            if let Some(refs) = o
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                if refs.is_empty()
+                    && let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("ownerReferences");
                 }
-                Work::Orphan(uid) => {
-                    let Some((gr, key, owner)) = self.lookup_uid(&uid) else {
-                        continue;
-                    };
-                    if !finalizers(&owner).iter().any(|f| f == "orphan") {
-                        continue;
-                    }
-                    let deps: Vec<_> = self
-                        .dependents
-                        .get(&uid)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
-                    for (dgr, dkey) in deps {
-                        let Some(dep) = self
-                            .tables
-                            .get(&dgr)
-                            .and_then(|t| t.objects.get(&dkey))
-                            .cloned()
-                        else {
-                            continue;
-                        };
-                        let mut o = (*dep).clone();
-                        if let Some(refs) = o
-                            .pointer_mut("/metadata/ownerReferences")
-                            .and_then(Value::as_array_mut)
-                        {
-                            refs.retain(|r| {
-                                r.get("uid").and_then(Value::as_str) != Some(uid.as_str())
-                            });
-                            if refs.is_empty()
-                                && let Some(m) =
-                                    o.get_mut("metadata").and_then(Value::as_object_mut)
-                            {
-                                m.remove("ownerReferences");
-                            }
-                        }
-                        self.put(&dgr, dkey, o, Some(dep));
-                    }
-                    if let Some(owner) = self
-                        .tables
-                        .get(&gr)
-                        .and_then(|t| t.objects.get(&key))
-                        .cloned()
-                    {
-                        self.drop_finalizer(&gr, &key, &owner, "orphan");
-                    }
+            }
+            self.put(&dgr, dkey, o, Some(dep));
+        }
+        if let Some(owner) = self.object(&gr, &key) {
+            self.drop_finalizer(&gr, &key, &owner, "orphan");
+        }
+    }
+
+    /// A deleting namespace: delete everything in it, finalize it once nothing remains.
+    fn namespace_sweep(&mut self, ns: String) {
+        let nskey = (String::new(), ns.clone());
+        let Some(nsobj) = self.object(&ns_gr(), &nskey) else {
+            return;
+        };
+        if !is_deleting(&nsobj) {
+            return;
+        }
+        let grs: Vec<GroupResource> = self
+            .tables
+            .keys()
+            .filter(|g| **g != ns_gr())
+            .cloned()
+            .collect();
+        let mut remaining = 0usize;
+        for gr in grs {
+            let keys: Vec<(ObjKey, bool)> = self
+                .tables
+                .get(&gr)
+                .map(|t| {
+                    t.objects
+                        .range((ns.clone(), String::new())..)
+                        .take_while(|((n, _), _)| *n == ns)
+                        .map(|(k, v)| (k.clone(), is_deleting(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (k, deleting) in keys {
+                if !deleting {
+                    let _ = self.delete_inner(&gr, &k, Propagation::Background, Some(0));
                 }
-                Work::Namespace(ns) => {
-                    let nskey = (String::new(), ns.clone());
-                    let Some(nsobj) = self
-                        .tables
-                        .get(&ns_gr())
-                        .and_then(|t| t.objects.get(&nskey))
-                        .cloned()
-                    else {
-                        continue;
-                    };
-                    if !is_deleting(&nsobj) {
-                        continue;
-                    }
-                    let grs: Vec<GroupResource> = self
-                        .tables
-                        .keys()
-                        .filter(|g| **g != ns_gr())
-                        .cloned()
-                        .collect();
-                    let mut remaining = 0usize;
-                    for gr in grs {
-                        let keys: Vec<(ObjKey, bool)> = self
-                            .tables
-                            .get(&gr)
-                            .map(|t| {
-                                t.objects
-                                    .range((ns.clone(), String::new())..)
-                                    .take_while(|((n, _), _)| *n == ns)
-                                    .map(|(k, v)| (k.clone(), is_deleting(v)))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        for (k, deleting) in keys {
-                            if !deleting {
-                                let _ =
-                                    self.delete_inner(&gr, &k, Propagation::Background, Some(0));
-                            }
-                            if self
-                                .tables
-                                .get(&gr)
-                                .is_some_and(|t| t.objects.contains_key(&k))
-                            {
-                                remaining += 1;
-                            }
-                        }
-                    }
-                    if remaining == 0 {
-                        let Some(nsobj) = self
-                            .tables
-                            .get(&ns_gr())
-                            .and_then(|t| t.objects.get(&nskey))
-                            .cloned()
-                        else {
-                            continue;
-                        };
-                        let mut o = (*nsobj).clone();
-                        if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
-                            spec.remove("finalizers");
-                        }
-                        if finalizers(&o).is_empty() {
-                            self.put(&ns_gr(), nskey.clone(), o, Some(nsobj));
-                            self.remove(&ns_gr(), &nskey);
-                        } else {
-                            self.put(&ns_gr(), nskey, o, Some(nsobj));
-                        }
-                    }
+                if self
+                    .tables
+                    .get(&gr)
+                    .is_some_and(|t| t.objects.contains_key(&k))
+                {
+                    remaining += 1;
                 }
             }
         }
+        if remaining == 0 {
+            let Some(nsobj) = self.object(&ns_gr(), &nskey) else {
+                return;
+            };
+            let mut o = (*nsobj).clone();
+            if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
+            }
+            if finalizers(&o).is_empty() {
+                self.put(&ns_gr(), nskey.clone(), o, Some(nsobj));
+                self.remove(&ns_gr(), &nskey);
+            } else {
+                self.put(&ns_gr(), nskey, o, Some(nsobj));
+            }
+        }
+    }
+
+    /// The stored object at `key` of `gr`, if any.
+    fn object(&self, gr: &GroupResource, key: &ObjKey) -> Option<Arc<Value>> {
+        self.tables
+            .get(gr)
+            .and_then(|t| t.objects.get(key))
+            .cloned()
+    }
+
+    /// Where the owner with `uid` is stored, if it still holds `finalizer`.
+    fn finalizing_owner(&self, uid: &str, finalizer: &str) -> Option<(GroupResource, ObjKey)> {
+        let (gr, key, owner) = self.lookup_uid(uid)?;
+        finalizers(&owner)
+            .iter()
+            .any(|f| f == finalizer)
+            .then_some((gr, key))
+    }
+
+    /// The objects that name `uid` as an owner.
+    fn dependents_of(&self, uid: &str) -> Vec<(GroupResource, ObjKey)> {
+        self.dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }

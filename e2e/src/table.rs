@@ -209,32 +209,9 @@ fn builtin_cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
     let age = json!(human_age(
         meta_str(obj, "creationTimestamp").unwrap_or_default()
     ));
-    let st = |p: &str| obj.pointer(&format!("/status/{p}"));
+    let st = |p: &str| status_field(obj, p);
     match (info.group.as_str(), info.plural.as_str()) {
-        ("", "pods") => {
-            let total = obj
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let cs = st("containerStatuses")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let ready = cs
-                .iter()
-                .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-                .count();
-            let restarts: i64 = cs.iter().map(|c| n(c.get("restartCount"))).sum();
-            vec![
-                name,
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
-                json!(restarts.to_string()),
-                age,
-                or_none(s(st("podIP"))),
-                or_none(s(obj.pointer("/spec/nodeName"))),
-            ]
-        }
+        ("", "pods") => pod_cells(obj, name, age),
         ("apps", "deployments") => vec![
             name,
             json!(format!(
@@ -271,101 +248,10 @@ fn builtin_cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
             json!(n(st("numberAvailable"))),
             age,
         ],
-        ("batch", "jobs") => {
-            let conds = st("conditions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let status = conds
-                .iter()
-                .find(|c| {
-                    c.get("status") == Some(&json!("True"))
-                        && matches!(
-                            c.get("type").and_then(Value::as_str),
-                            Some("Complete" | "Failed" | "Suspended")
-                        )
-                })
-                .map(|c| s(c.get("type")))
-                .unwrap_or_else(|| "Running".into());
-            vec![
-                name,
-                json!(status),
-                json!(format!(
-                    "{}/{}",
-                    n(st("succeeded")),
-                    obj.pointer("/spec/completions")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1)
-                )),
-                age,
-            ]
-        }
-        ("", "nodes") => {
-            let ready = st("conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
-                .map(|c| c.get("status") == Some(&json!("True")));
-            let mut status = match ready {
-                Some(true) => "Ready".to_string(),
-                Some(false) => "NotReady".to_string(),
-                None => "Unknown".to_string(),
-            };
-            if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-                status.push_str(",SchedulingDisabled");
-            }
-            let roles: Vec<String> = obj
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .map(|l| {
-                    l.keys()
-                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let ip = st("addresses")
-                .and_then(Value::as_array)
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x.get("type") == Some(&json!("InternalIP")))
-                })
-                .map(|x| s(x.get("address")))
-                .unwrap_or_default();
-            vec![
-                name,
-                json!(status),
-                or_none(roles.join(",")),
-                age,
-                json!(s(st("nodeInfo").and_then(|i| i.get("kubeletVersion")))),
-                or_none(ip),
-            ]
-        }
+        ("batch", "jobs") => job_cells(obj, name, age),
+        ("", "nodes") => node_cells(obj, name, age),
         ("", "namespaces") => vec![name, json!(s(st("phase"))), age],
-        ("", "services") => {
-            let ports: Vec<String> = obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                            match p.get("nodePort").and_then(Value::as_i64) {
-                                Some(np) => format!("{}:{}/{}", n(p.get("port")), np, proto),
-                                None => format!("{}/{}", n(p.get("port")), proto),
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            vec![
-                name,
-                json!(s(obj.pointer("/spec/type"))),
-                or_none(s(obj.pointer("/spec/clusterIP"))),
-                json!("<none>"),
-                or_none(ports.join(",")),
-                age,
-            ]
-        }
+        ("", "services") => service_cells(obj, name, age),
         ("", "configmaps") => {
             let count = obj
                 .get("data")
@@ -396,34 +282,166 @@ fn builtin_cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
         ("coordination.k8s.io", "leases") => {
             vec![name, or_none(s(obj.pointer("/spec/holderIdentity"))), age]
         }
-        ("", "events") => {
-            let last = [
-                obj.get("lastTimestamp"),
-                obj.get("eventTime"),
-                obj.pointer("/series/lastObservedTime"),
-                obj.pointer("/metadata/creationTimestamp"),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(Value::as_str)
-            .map(human_age)
-            .unwrap_or_default();
-            let io = obj.get("involvedObject").cloned().unwrap_or(json!({}));
-            let object = format!("{}/{}", s(io.get("kind")).to_lowercase(), s(io.get("name")));
-            vec![
-                json!(last),
-                json!(s(obj.get("type"))),
-                json!(s(obj.get("reason"))),
-                json!(object),
-                json!(s(obj.get("message"))),
-                name,
-            ]
-        }
+        ("", "events") => event_cells(obj, name),
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![name, json!(s(obj.pointer("/metadata/creationTimestamp")))]
         }
         _ => vec![name, age],
     }
+}
+
+/// The value at `/status/<path>` of `obj`.
+fn status_field<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    obj.pointer(&format!("/status/{path}"))
+}
+
+fn pod_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let st = |p: &str| status_field(obj, p);
+    let total = obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let cs = st("containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = cs
+        .iter()
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+        .count();
+    let restarts: i64 = cs.iter().map(|c| n(c.get("restartCount"))).sum();
+    vec![
+        name,
+        json!(format!("{ready}/{total}")),
+        json!(pod_status(obj)),
+        json!(restarts.to_string()),
+        age,
+        or_none(s(st("podIP"))),
+        or_none(s(obj.pointer("/spec/nodeName"))),
+    ]
+}
+
+fn job_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let st = |p: &str| status_field(obj, p);
+    let conds = st("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let status = conds
+        .iter()
+        .find(|c| {
+            c.get("status") == Some(&json!("True"))
+                && matches!(
+                    c.get("type").and_then(Value::as_str),
+                    Some("Complete" | "Failed" | "Suspended")
+                )
+        })
+        .map(|c| s(c.get("type")))
+        .unwrap_or_else(|| "Running".into());
+    vec![
+        name,
+        json!(status),
+        json!(format!(
+            "{}/{}",
+            n(st("succeeded")),
+            obj.pointer("/spec/completions")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        )),
+        age,
+    ]
+}
+
+fn node_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let st = |p: &str| status_field(obj, p);
+    let ready = st("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
+        .map(|c| c.get("status") == Some(&json!("True")));
+    let mut status = match ready {
+        Some(true) => "Ready".to_string(),
+        Some(false) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let roles: Vec<String> = obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = st("addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.get("type") == Some(&json!("InternalIP")))
+        })
+        .map(|x| s(x.get("address")))
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(status),
+        or_none(roles.join(",")),
+        age,
+        json!(s(st("nodeInfo").and_then(|i| i.get("kubeletVersion")))),
+        or_none(ip),
+    ]
+}
+
+fn service_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let ports: Vec<String> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match p.get("nodePort").and_then(Value::as_i64) {
+                        Some(np) => format!("{}:{}/{}", n(p.get("port")), np, proto),
+                        None => format!("{}/{}", n(p.get("port")), proto),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(s(obj.pointer("/spec/type"))),
+        or_none(s(obj.pointer("/spec/clusterIP"))),
+        json!("<none>"),
+        or_none(ports.join(",")),
+        age,
+    ]
+}
+
+fn event_cells(obj: &Value, name: Value) -> Vec<Value> {
+    let last = [
+        obj.get("lastTimestamp"),
+        obj.get("eventTime"),
+        obj.pointer("/series/lastObservedTime"),
+        obj.pointer("/metadata/creationTimestamp"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(Value::as_str)
+    .map(human_age)
+    .unwrap_or_default();
+    let io = obj.get("involvedObject").cloned().unwrap_or(json!({}));
+    let object = format!("{}/{}", s(io.get("kind")).to_lowercase(), s(io.get("name")));
+    vec![
+        json!(last),
+        json!(s(obj.get("type"))),
+        json!(s(obj.get("reason"))),
+        json!(object),
+        json!(s(obj.get("message"))),
+        name,
+    ]
 }
 
 /// Column definitions.

@@ -209,168 +209,8 @@ impl Walker<'_> {
         }
 
         match v {
-            Value::Object(map) => {
-                let props = schema.get("properties").and_then(Value::as_object);
-                let addl = schema.get("additionalProperties");
-                if self.mode.defaults
-                    && let Some(props) = props
-                {
-                    for (k, sub) in props {
-                        let sub = self.resolve(sub);
-                        if !map.contains_key(k)
-                            && let Some(d) = sub.get("default")
-                        {
-                            map.insert(k.clone(), d.clone());
-                        }
-                    }
-                }
-                if embedded {
-                    // apiVersion/kind/metadata of embedded objects are kept as-is
-                }
-                let keys: Vec<String> = map.keys().cloned().collect();
-                for k in keys {
-                    let child_path = join(path, &k);
-                    if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                        continue;
-                    }
-                    let sub = props.and_then(|p| p.get(&k)).or(match addl {
-                        Some(Value::Object(_)) => addl,
-                        _ => None,
-                    });
-                    match sub {
-                        Some(sub) => {
-                            let sub_resolved = self.resolve(sub);
-                            let sub_nullable = sub_resolved
-                                .get("nullable")
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false);
-                            if map.get(&k).is_some_and(Value::is_null)
-                                && !sub_nullable
-                                && self.mode.validate
-                            {
-                                // kube-apiserver prunes nulls of non-nullable fields
-                                map.remove(&k);
-                                continue;
-                            }
-                            if let Some(child) = map.get_mut(&k) {
-                                self.walk(sub, child, &child_path, out);
-                            }
-                        }
-                        None => {
-                            let keep = preserve
-                                || matches!(addl, Some(Value::Bool(true)))
-                                || (self.mode.lenient_objects && props.is_none() && addl.is_none());
-                            if !keep {
-                                out.unknown.push(child_path);
-                                map.remove(&k);
-                            }
-                        }
-                    }
-                }
-                if validate {
-                    if let Some(req) = schema.get("required").and_then(Value::as_array) {
-                        for r in req.iter().filter_map(Value::as_str) {
-                            if !map.contains_key(r) {
-                                out.causes.push(Cause::new(
-                                    "FieldValueRequired",
-                                    &join(path, r),
-                                    "Required value",
-                                ));
-                            }
-                        }
-                    }
-                    if embedded {
-                        for r in ["apiVersion", "kind"] {
-                            if !map.contains_key(r) {
-                                out.causes.push(Cause::new(
-                                    "FieldValueRequired",
-                                    &join(path, r),
-                                    "Required value",
-                                ));
-                            }
-                        }
-                    }
-                    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-                        && map.len() as u64 > max
-                    {
-                        out.causes.push(Cause::new(
-                            "FieldValueTooMany",
-                            path,
-                            format!("Too many: {}: must have at most {} items", map.len(), max),
-                        ));
-                    }
-                }
-            }
-            Value::Array(items) => {
-                if let Some(item_schema) = schema.get("items") {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        self.walk(item_schema, item, &format!("{path}[{i}]"), out);
-                    }
-                }
-                if validate {
-                    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                        && items.len() as u64 > max
-                    {
-                        out.causes.push(Cause::new(
-                            "FieldValueTooMany",
-                            path,
-                            format!("Too many: {}: must have at most {} items", items.len(), max),
-                        ));
-                    }
-                    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                        && (items.len() as u64) < min
-                    {
-                        out.causes.push(Cause::new(
-                            "FieldValueInvalid",
-                            path,
-                            format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()),
-                        ));
-                    }
-                    let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
-                    if list_type == Some("set") {
-                        for (i, a) in items.iter().enumerate() {
-                            if items[..i].contains(a) {
-                                out.causes.push(Cause::new(
-                                    "FieldValueDuplicate",
-                                    &format!("{path}[{i}]"),
-                                    format!("Duplicate value: {}", show(a)),
-                                ));
-                            }
-                        }
-                    }
-                    if list_type == Some("map")
-                        && let Some(keys) = schema
-                            .get("x-kubernetes-list-map-keys")
-                            .and_then(Value::as_array)
-                    {
-                        let key_of = |it: &Value| -> Vec<Value> {
-                            keys.iter()
-                                .filter_map(Value::as_str)
-                                .map(|k| it.get(k).cloned().unwrap_or(Value::Null))
-                                .collect()
-                        };
-                        for i in 0..items.len() {
-                            let ki = key_of(&items[i]);
-                            if items[..i].iter().any(|p| key_of(p) == ki) {
-                                let shown: Vec<String> = keys
-                                    .iter()
-                                    .filter_map(Value::as_str)
-                                    .zip(ki.iter())
-                                    .map(|(k, v)| format!("\"{k}\":{v}"))
-                                    .collect();
-                                out.causes.push(Cause::new(
-                                    "FieldValueDuplicate",
-                                    &format!("{path}[{i}]"),
-                                    format!(
-                                        "Duplicate value: map[string]interface {{}}{{{}}}",
-                                        shown.join(", ")
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            Value::Object(map) => self.walk_object(schema, map, path, embedded, preserve, out),
+            Value::Array(items) => self.walk_array(schema, items, path, out),
             _ => {}
         }
         if validate
@@ -383,6 +223,185 @@ impl Walker<'_> {
                 value: v.clone(),
                 rules: rules.clone(),
             });
+        }
+    }
+
+    /// The object step of [`Self::walk`]: defaults, pruning, recursion into fields, object constraints.
+    fn walk_object(
+        &self,
+        schema: &Value,
+        map: &mut Map<String, Value>,
+        path: &str,
+        embedded: bool,
+        preserve: bool,
+        out: &mut Outcome,
+    ) {
+        let validate = self.mode.validate;
+        let props = schema.get("properties").and_then(Value::as_object);
+        let addl = schema.get("additionalProperties");
+        if self.mode.defaults
+            && let Some(props) = props
+        {
+            for (k, sub) in props {
+                let sub = self.resolve(sub);
+                if !map.contains_key(k)
+                    && let Some(d) = sub.get("default")
+                {
+                    map.insert(k.clone(), d.clone());
+                }
+            }
+        }
+        if embedded {
+            // apiVersion/kind/metadata of embedded objects are kept as-is
+        }
+        let keys: Vec<String> = map.keys().cloned().collect();
+        for k in keys {
+            let child_path = join(path, &k);
+            if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            let sub = props.and_then(|p| p.get(&k)).or(match addl {
+                Some(Value::Object(_)) => addl,
+                _ => None,
+            });
+            match sub {
+                Some(sub) => {
+                    let sub_resolved = self.resolve(sub);
+                    let sub_nullable = sub_resolved
+                        .get("nullable")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    if map.get(&k).is_some_and(Value::is_null)
+                        && !sub_nullable
+                        && self.mode.validate
+                    {
+                        // kube-apiserver prunes nulls of non-nullable fields
+                        map.remove(&k);
+                        continue;
+                    }
+                    if let Some(child) = map.get_mut(&k) {
+                        self.walk(sub, child, &child_path, out);
+                    }
+                }
+                None => {
+                    let keep = preserve
+                        || matches!(addl, Some(Value::Bool(true)))
+                        || (self.mode.lenient_objects && props.is_none() && addl.is_none());
+                    if !keep {
+                        out.unknown.push(child_path);
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        if validate {
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(r) {
+                        out.causes.push(Cause::new(
+                            "FieldValueRequired",
+                            &join(path, r),
+                            "Required value",
+                        ));
+                    }
+                }
+            }
+            if embedded {
+                for r in ["apiVersion", "kind"] {
+                    if !map.contains_key(r) {
+                        out.causes.push(Cause::new(
+                            "FieldValueRequired",
+                            &join(path, r),
+                            "Required value",
+                        ));
+                    }
+                }
+            }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                out.causes.push(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {} items", map.len(), max),
+                ));
+            }
+        }
+    }
+
+    /// The array step of [`Self::walk`]: recursion into items, then item-count and list-type constraints.
+    fn walk_array(&self, schema: &Value, items: &mut [Value], path: &str, out: &mut Outcome) {
+        let validate = self.mode.validate;
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter_mut().enumerate() {
+                self.walk(item_schema, item, &format!("{path}[{i}]"), out);
+            }
+        }
+        if validate {
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                out.causes.push(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {} items", items.len(), max),
+                ));
+            }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                out.causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} items",
+                        items.len()
+                    ),
+                ));
+            }
+            let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+            if list_type == Some("set") {
+                for (i, a) in items.iter().enumerate() {
+                    if items[..i].contains(a) {
+                        out.causes.push(Cause::new(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!("Duplicate value: {}", show(a)),
+                        ));
+                    }
+                }
+            }
+            if list_type == Some("map")
+                && let Some(keys) = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+            {
+                let key_of = |it: &Value| -> Vec<Value> {
+                    keys.iter()
+                        .filter_map(Value::as_str)
+                        .map(|k| it.get(k).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                for i in 0..items.len() {
+                    let ki = key_of(&items[i]);
+                    if items[..i].iter().any(|p| key_of(p) == ki) {
+                        let shown: Vec<String> = keys
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .zip(ki.iter())
+                            .map(|(k, v)| format!("\"{k}\":{v}"))
+                            .collect();
+                        out.causes.push(Cause::new(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!(
+                                "Duplicate value: map[string]interface {{}}{{{}}}",
+                                shown.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
 

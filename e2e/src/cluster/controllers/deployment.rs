@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -230,33 +230,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
             let start = if recreate || old_active { 0 } else { desired };
             let collision = d.status.as_ref().and_then(|s| s.collision_count);
             let hash = template_hash(&spec.template, collision);
-            let mut template = spec.template.clone();
-            template
-                .metadata
-                .get_or_insert_with(Default::default)
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(HASH_LABEL.into(), hash.clone());
-            let mut selector = spec.selector.clone();
-            selector
-                .match_labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(HASH_LABEL.into(), hash.clone());
-            let mut labels = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            labels.insert(HASH_LABEL.into(), hash.clone());
-            let rs: ReplicaSet = serde_json::from_value(json!({
-                "metadata": {
-                    "name": format!("{}-{hash}", d.name_any()), "namespace": ns, "labels": labels,
-                    "annotations": {REVISION: (max_rev + 1).to_string(), "deployment.kubernetes.io/desired-replicas": desired.to_string(),
-                                    "deployment.kubernetes.io/max-replicas": (desired + surge).to_string()},
-                    "ownerReferences": [util::controller_ref(d.as_ref())]
-                },
-                "spec": {"replicas": start, "minReadySeconds": spec.min_ready_seconds, "selector": selector, "template": template}
-            }))?;
+            let rs = new_replica_set(&d, &spec, &hash, max_rev, start, desired, surge)?;
             match rs_api.create(&PostParams::default(), &rs).await {
                 Ok(created) => {
                     util::record_event(
@@ -274,25 +248,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
                     all.len() - 1
                 }
                 Err(e) if util::is_code(&e, 409) => {
-                    // AlreadyExists: ours (a stale read) is fine; a foreign ReplicaSet or another
-                    // template under that name is a hash collision (upstream's rule)
-                    let existing = rs_api.get_opt(&rs.name_any()).await?;
-                    let ours = existing.as_ref().is_some_and(|r| {
-                        util::controlled_by(&r.metadata, &uid)
-                            && r.spec
-                                .as_ref()
-                                .and_then(|s| s.template.as_ref())
-                                .map(template_key)
-                                == Some(key.clone())
-                    });
-                    if existing.is_none() || ours {
-                        return Ok(Action::requeue(Duration::from_millis(10)));
-                    }
-                    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-                    let p = json!({"status": {"collisionCount": collision.unwrap_or(0) + 1}});
-                    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&p))
-                        .await?;
-                    return Ok(Action::requeue(Duration::from_millis(10)));
+                    return name_taken(&ctx, &d, &rs_api, &rs.name_any(), &key, collision).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -338,6 +294,61 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
             }
         }
     }
+    apply_scale(&ctx, &d, &rs_api, &mut all, scale, desired, surge).await?;
+    prune_history(&rs_api, &spec, &all, &olds).await;
+    status(&d, &ctx, &all, Some(new_idx), desired).await
+}
+
+/// A new ReplicaSet for the current template of `d`, labelled and named by `hash`.
+fn new_replica_set(
+    d: &Deployment,
+    spec: &DeploymentSpec,
+    hash: &str,
+    max_rev: i64,
+    start: i32,
+    desired: i32,
+    surge: i32,
+) -> Result<ReplicaSet, CtlError> {
+    let mut template = spec.template.clone();
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.to_string());
+    let mut selector = spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.to_string());
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(HASH_LABEL.into(), hash.to_string());
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{}-{hash}", d.name_any()), "namespace": d.namespace().unwrap_or_default(), "labels": labels,
+            "annotations": {REVISION: (max_rev + 1).to_string(), "deployment.kubernetes.io/desired-replicas": desired.to_string(),
+                            "deployment.kubernetes.io/max-replicas": (desired + surge).to_string()},
+            "ownerReferences": [util::controller_ref(d)]
+        },
+        "spec": {"replicas": start, "minReadySeconds": spec.min_ready_seconds, "selector": selector, "template": template}
+    }))?;
+    Ok(rs)
+}
+
+/// Scale the ReplicaSets at the indexes in `scale` to their targets, with an Event for each.
+async fn apply_scale(
+    ctx: &Ctx,
+    d: &Deployment,
+    rs_api: &Api<ReplicaSet>,
+    all: &mut [ReplicaSet],
+    scale: Vec<(usize, i32)>,
+    desired: i32,
+    surge: i32,
+) -> Result<(), CtlError> {
     for (i, to) in scale {
         let from = replicas(&all[i]);
         let p = json!({"metadata": {"annotations": {"deployment.kubernetes.io/desired-replicas": desired.to_string(),
@@ -353,7 +364,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
         util::record_event(
             &ctx.client,
             "deployment-controller",
-            d.as_ref(),
+            d,
             "Normal",
             "ScalingReplicaSet",
             &format!(
@@ -362,7 +373,48 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
             ),
         );
     }
-    // old RSes beyond the history limit, scaled to zero
+    Ok(())
+}
+
+/// The new ReplicaSet's name is taken. Ours (a stale read) needs only a retry; a foreign
+/// ReplicaSet or another template under that name is a hash collision: count it in the status.
+async fn name_taken(
+    ctx: &Ctx,
+    d: &Deployment,
+    rs_api: &Api<ReplicaSet>,
+    rs_name: &str,
+    key: &Value,
+    collision: Option<i32>,
+) -> Result<Action, CtlError> {
+    // AlreadyExists: ours (a stale read) is fine; a foreign ReplicaSet or another
+    // template under that name is a hash collision (upstream's rule)
+    let existing = rs_api.get_opt(rs_name).await?;
+    let ours = existing.as_ref().is_some_and(|r| {
+        util::controlled_by(&r.metadata, &d.uid().unwrap_or_default())
+            && r.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .map(template_key)
+                == Some(key.clone())
+    });
+    if existing.is_none() || ours {
+        return Ok(Action::requeue(Duration::from_millis(10)));
+    }
+    let api: Api<Deployment> =
+        Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
+    let p = json!({"status": {"collisionCount": collision.unwrap_or(0) + 1}});
+    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&p))
+        .await?;
+    Ok(Action::requeue(Duration::from_millis(10)))
+}
+
+/// Delete old ReplicaSets scaled to zero beyond the revision history limit.
+async fn prune_history(
+    rs_api: &Api<ReplicaSet>,
+    spec: &DeploymentSpec,
+    all: &[ReplicaSet],
+    olds: &[usize],
+) {
     let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10);
     let idle: Vec<&ReplicaSet> = olds
         .iter()
@@ -374,7 +426,6 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, CtlError
             let _ = rs_api.delete(&r.name_any(), &DeleteParams::default()).await;
         }
     }
-    status(&d, &ctx, &all, Some(new_idx), desired).await
 }
 
 async fn status(

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -140,22 +140,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CtlError> {
         .iter()
         .filter(|p| util::phase(p) == "Succeeded")
         .count() as i32;
-    let restarts: i32 = pods
-        .iter()
-        .filter(|_| {
-            spec.template
-                .spec
-                .as_ref()
-                .and_then(|s| s.restart_policy.as_deref())
-                == Some("OnFailure")
-        })
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-                .map(|c| c.restart_count)
-        })
-        .sum();
+    let restarts = restart_count(&spec.template, &pods);
     let failed = pods.iter().filter(|p| util::phase(p) == "Failed").count() as i32;
     let succeeded_idx: BTreeSet<i32> = pods
         .iter()
@@ -186,44 +171,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CtlError> {
     let mut completion_time = old.completion_time.clone();
     match &step {
         JobStep::Create(idx) => {
-            for i in idx {
-                let mut labels = std::collections::BTreeMap::from([
-                    (CONTROLLER_UID.to_string(), uid.clone()),
-                    ("controller-uid".to_string(), uid.clone()),
-                    ("batch.kubernetes.io/job-name".to_string(), job.name_any()),
-                    ("job-name".to_string(), job.name_any()),
-                ]);
-                let generate = match i {
-                    Some(i) => {
-                        labels.insert(COMPLETION_INDEX.into(), i.to_string());
-                        format!("{}-{i}-", job.name_any())
-                    }
-                    None => format!("{}-", job.name_any()),
-                };
-                let mut pod = pod_from_template(
-                    &spec.template,
-                    &ns,
-                    util::controller_ref(job.as_ref()),
-                    None,
-                    Some(generate),
-                    &labels,
-                );
-                if let Some(i) = i {
-                    pod.metadata
-                        .annotations
-                        .get_or_insert_with(Default::default)
-                        .insert(COMPLETION_INDEX.into(), i.to_string());
-                }
-                let p = api.create(&PostParams::default(), &pod).await?;
-                util::record_event(
-                    &ctx.client,
-                    "job-controller",
-                    job.as_ref(),
-                    "Normal",
-                    "SuccessfulCreate",
-                    &format!("Created pod: {}", p.name_any()),
-                );
-            }
+            create_pods(&ctx, &job, &api, &spec.template, &ns, &uid, idx).await?;
         }
         JobStep::Complete => {
             completion_time = Some(now.clone());
@@ -292,6 +240,76 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CtlError> {
     )
     .await?;
     Ok(Action::await_change())
+}
+
+/// Container restarts that count against the backoff limit (only under `restartPolicy: OnFailure`).
+fn restart_count(template: &PodTemplateSpec, pods: &[Pod]) -> i32 {
+    pods.iter()
+        .filter(|_| {
+            template
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.as_deref())
+                == Some("OnFailure")
+        })
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+        })
+        .sum()
+}
+
+/// Create the Job's pods, one per entry of `idx` (the completion index when Indexed).
+async fn create_pods(
+    ctx: &Ctx,
+    job: &Job,
+    api: &Api<Pod>,
+    template: &PodTemplateSpec,
+    ns: &str,
+    uid: &str,
+    idx: &[Option<i32>],
+) -> Result<(), CtlError> {
+    for i in idx {
+        let mut labels = std::collections::BTreeMap::from([
+            (CONTROLLER_UID.to_string(), uid.to_string()),
+            ("controller-uid".to_string(), uid.to_string()),
+            ("batch.kubernetes.io/job-name".to_string(), job.name_any()),
+            ("job-name".to_string(), job.name_any()),
+        ]);
+        let generate = match i {
+            Some(i) => {
+                labels.insert(COMPLETION_INDEX.into(), i.to_string());
+                format!("{}-{i}-", job.name_any())
+            }
+            None => format!("{}-", job.name_any()),
+        };
+        let mut pod = pod_from_template(
+            template,
+            ns,
+            util::controller_ref(job),
+            None,
+            Some(generate),
+            &labels,
+        );
+        if let Some(i) = i {
+            pod.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(COMPLETION_INDEX.into(), i.to_string());
+        }
+        let p = api.create(&PostParams::default(), &pod).await?;
+        util::record_event(
+            &ctx.client,
+            "job-controller",
+            job,
+            "Normal",
+            "SuccessfulCreate",
+            &format!("Created pod: {}", p.name_any()),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -336,7 +336,19 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, CtlEr
             let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
         }
     }
-    // status
+    let status = sts_status(&sts, &pods, replicas, &update_rev);
+    let sapi: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    write_status(&sapi, &name, &serde_json::to_value(&sts.status)?, status).await?;
+    Ok(Action::await_change())
+}
+
+/// The status of `sts` from its pods by ordinal.
+fn sts_status(
+    sts: &StatefulSet,
+    pods: &BTreeMap<i32, &Pod>,
+    replicas: i32,
+    update_rev: &str,
+) -> serde_json::Value {
     let current: Vec<&Pod> = pods
         .values()
         .copied()
@@ -345,22 +357,22 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, CtlEr
     let ready = current.iter().filter(|p| util::is_ready(p)).count();
     let updated = current
         .iter()
-        .filter(|p| p.labels().get(REVISION_LABEL) == Some(&update_rev))
+        .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(update_rev))
         .count();
     let old_status = sts.status.clone().unwrap_or_default();
     let current_rev = if updated == current.len() && current.len() as i32 == replicas {
-        update_rev.clone()
+        update_rev.to_string()
     } else {
         old_status
             .current_revision
             .clone()
-            .unwrap_or_else(|| update_rev.clone())
+            .unwrap_or_else(|| update_rev.to_string())
     };
     let current_replicas = current
         .iter()
         .filter(|p| p.labels().get(REVISION_LABEL) == Some(&current_rev))
         .count();
-    let status = json!({
+    json!({
         "observedGeneration": sts.meta().generation,
         "replicas": current.len(),
         "readyReplicas": ready,
@@ -370,10 +382,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, CtlEr
         "currentRevision": current_rev,
         "updateRevision": update_rev,
         "collisionCount": old_status.collision_count.unwrap_or(0),
-    });
-    let sapi: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    write_status(&sapi, &name, &serde_json::to_value(&sts.status)?, status).await?;
-    Ok(Action::await_change())
+    })
 }
 
 #[cfg(test)]
