@@ -161,11 +161,7 @@ pub async fn recover(plugin: &Plugin) -> Result<()> {
             continue;
         };
         let name = fip.metadata.name.clone().unwrap_or_default();
-        let Some(ip) = parse_ip(&name) else {
-            tracing::warn!(
-                name,
-                "FloatingIP whose name is not an IPv4 address: ignored"
-            );
+        let Some(ip) = named_ip(&name, "FloatingIP") else {
             continue;
         };
         if fip.spec.key.is_empty() {
@@ -203,6 +199,16 @@ pub async fn recover(plugin: &Plugin) -> Result<()> {
     *plugin.pods.lock().unwrap_or_else(|p| p.into_inner()) = states;
     tracing::info!(floatingips = adopted, from_annotations, "state recovered");
     Ok(())
+}
+
+/// The IP a FloatingIP is named after; `None`, with a warning naming `what`, when the name is
+/// not an IPv4 address (such an object is ignored).
+fn named_ip(name: &str, what: &str) -> Option<u32> {
+    let ip = parse_ip(name);
+    if ip.is_none() {
+        tracing::warn!(name, "{what} whose name is not an IPv4 address: ignored");
+    }
+    ip
 }
 
 /// Keeps the IP of an undecodable FloatingIP out of use (see [`unreadable_holder`]).
@@ -383,11 +389,7 @@ async fn watch_floatingips(plugin: Arc<Plugin>) {
 
 fn reserve_by_hand(plugin: &Plugin, fip: &FloatingIP) {
     let name = fip.metadata.name.clone().unwrap_or_default();
-    let Some(ip) = parse_ip(&name) else {
-        tracing::warn!(
-            name,
-            "reserved FloatingIP whose name is not an IPv4 address: ignored"
-        );
+    let Some(ip) = named_ip(&name, "reserved FloatingIP") else {
         return;
     };
     let want = allocation_from_fip(fip);
