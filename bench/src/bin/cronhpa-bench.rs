@@ -123,7 +123,6 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_from(config)?;
 
     install_crds(&client).await?;
-    let tapps: Api<TApp> = Api::namespaced(client.clone(), "default");
 
     let n = args.objects;
     eprintln!("creating {n} TApps and {n} CronHPAs…");
@@ -137,37 +136,7 @@ async fn main() -> anyhow::Result<()> {
         .context("minute")?
         + chrono::Duration::minutes(1);
     let schedule = format!("{} {} * * *", fire.minute(), fire.hour());
-    let cronhpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &kube::api::ApiResource::erase::<addon_common::api::cronhpa::CronHPA>(&()),
-    );
-    stream::iter(0..n)
-        .map(|i| {
-            let tapps = tapps.clone();
-            let cronhpas = cronhpas.clone();
-            let schedule = schedule.clone();
-            async move {
-                let tapp: TApp = serde_json::from_value(json!({
-                    "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
-                    "metadata": {"name": format!("t{i}")},
-                    "spec": {"replicas": 0, "template": {"metadata": {"labels": {"app": format!("t{i}")}},
-                             "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
-                }))?;
-                tapps.create(&PostParams::default(), &tapp).await?;
-                let cron: kube::api::DynamicObject = serde_json::from_value(json!({
-                    "apiVersion": "extensions.tkestack.io/v1", "kind": "CronHPA",
-                    "metadata": {"name": format!("c{i}")},
-                    "spec": {"scaleTargetRef": {"apiVersion": "apps.tkestack.io/v1", "kind": "TApp", "name": format!("t{i}")},
-                             "crons": [{"schedule": schedule, "targetReplicas": 3}]}
-                }))?;
-                cronhpas.create(&PostParams::default(), &cron).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(args.parallel)
-        .try_collect::<Vec<_>>()
-        .await?;
+    create_objects(&client, n, args.parallel, &schedule).await?;
     let created_in = create_start.elapsed();
     eprintln!(
         "created in {:.1}s; all crons fire at {fire} ({schedule})",
@@ -175,29 +144,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let admin_port = free_port()?;
-    let controller = KillOnDrop(
-        Command::new(bin_dir.join("cronhpa-controller"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--admin-address")
-            .arg(format!("127.0.0.1:{admin_port}"))
-            .args([
-                "--leader-elect",
-                "false",
-                "--log-filter",
-                "warn",
-                "--webhook-address",
-                "",
-            ])
-            .arg("--read-ahead")
-            .arg(format!("{}ms", args.read_ahead.as_millis()))
-            .arg("--concurrency")
-            .arg(args.concurrency.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting cronhpa-controller (build it: cargo build --release -p cronhpa-controller)")?,
-    );
+    let controller = start_controller(&bin_dir, &kubeconfig, admin_port, &args)?;
     let pid = controller.0.id();
     let sandbox_pid = sandbox.0.id();
 
@@ -220,30 +167,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    // Watch the CronHPAs: record when each status shows the fire (statuses are written off
-    // the fire path, after the scales).
-    let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel::<DateTime<Utc>>();
-    let status_api: Api<kube::core::Object<serde::de::IgnoredAny, LastSchedule>> =
-        Api::namespaced_with(
-            client.clone(),
-            "default",
-            &kube::api::ApiResource::erase::<CronHPA>(&()),
-        );
-    let status_task = tokio::spawn(async move {
-        let mut seen = std::collections::HashSet::new();
-        let stream = watcher(status_api, watcher::Config::default()).applied_objects();
-        futures::pin_mut!(stream);
-        while let Some(Ok(cron)) = stream.next().await {
-            let recorded = cron
-                .status
-                .as_ref()
-                .and_then(|s| s.last_schedule_time)
-                .is_some_and(|t| t == fire);
-            if recorded && seen.insert(cron.metadata.name.clone().unwrap_or_default()) {
-                let _ = status_tx.send(Utc::now());
-            }
-        }
-    });
+    let (status_task, mut status_rx) = watch_statuses(&client, fire);
 
     // Idle: from 5 s after start until read-ahead + 2 s before the fire.
     let quiet_before = args.read_ahead + Duration::from_secs(2);
@@ -298,6 +222,66 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
 
     lateness.sort_by(f64::total_cmp);
+    status_lateness.sort_by(f64::total_cmp);
+    print_report(&Figures {
+        n,
+        created_in,
+        lateness: &lateness,
+        status_lateness: &status_lateness,
+        metrics: &metrics,
+        cpu: [cpu0, cpu1, cpu_fire, cpu2],
+        idle_secs,
+        idle_rss,
+        firing_secs,
+        rss,
+        peak,
+        quiet_before,
+    });
+    if lateness.len() < n {
+        bail!("only {} of {n} targets were scaled", lateness.len());
+    }
+    if status_lateness.len() < n {
+        bail!(
+            "only {} of {n} statuses recorded the fire",
+            status_lateness.len()
+        );
+    }
+    Ok(())
+}
+
+/// What one run measured, for [`print_report`]: CPU seconds (controller, sandbox, bench) at
+/// the start of the idle window, its end, the scheduled time and the last scale.
+struct Figures<'a> {
+    n: usize,
+    created_in: Duration,
+    lateness: &'a [f64],
+    status_lateness: &'a [f64],
+    metrics: &'a str,
+    cpu: [[f64; 3]; 4],
+    idle_secs: f64,
+    idle_rss: f64,
+    firing_secs: f64,
+    rss: f64,
+    peak: f64,
+    quiet_before: Duration,
+}
+
+/// Prints the figures of a run (latenesses sorted).
+fn print_report(f: &Figures<'_>) {
+    let Figures {
+        n,
+        created_in,
+        lateness,
+        status_lateness,
+        metrics,
+        cpu: [cpu0, cpu1, cpu_fire, cpu2],
+        idle_secs,
+        idle_rss,
+        firing_secs,
+        rss,
+        peak,
+        quiet_before,
+    } = *f;
     let within = lateness.iter().filter(|l| **l <= 2.0).count();
     println!(
         "cronhpa-bench: {n} CronHPAs firing at the same minute (TApp targets, sandbox over loopback)"
@@ -309,25 +293,24 @@ async fn main() -> anyhow::Result<()> {
     println!("  scaled                    {} / {n}", lateness.len());
     println!(
         "  lateness p50 / p90 / p99  {:.3} / {:.3} / {:.3} s",
-        percentile(&lateness, 0.5),
-        percentile(&lateness, 0.9),
-        percentile(&lateness, 0.99)
+        percentile(lateness, 0.5),
+        percentile(lateness, 0.9),
+        percentile(lateness, 0.99)
     );
     println!(
         "  lateness max              {:.3} s",
         lateness.last().copied().unwrap_or(f64::NAN)
     );
     println!("  within 2 s                {within} / {n}");
-    status_lateness.sort_by(f64::total_cmp);
     println!(
         "  statuses written          {} / {n}, p50 / max {:.3} / {:.3} s after the scheduled time",
         status_lateness.len(),
-        percentile(&status_lateness, 0.5),
+        percentile(status_lateness, 0.5),
         status_lateness.last().copied().unwrap_or(f64::NAN)
     );
     // Completions per half second after the scheduled time: where the throughput goes.
     let mut per_half: Vec<usize> = Vec::new();
-    for l in &lateness {
+    for l in lateness {
         let bucket = (l.max(0.0) * 2.0) as usize;
         if per_half.len() <= bucket {
             per_half.resize(bucket + 1, 0);
@@ -338,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
     // The controller's own view: its lag histogram (scale completion minus scheduled time).
     let lag = |le: &str| {
         sample(
-            &metrics,
+            metrics,
             &format!("cronhpa_controller_schedule_lag_seconds_bucket{{le=\"{le}\"}}"),
         )
         .unwrap_or(f64::NAN)
@@ -349,8 +332,8 @@ async fn main() -> anyhow::Result<()> {
         lag("1"),
         lag("2"),
         lag("5"),
-        sample(&metrics, "cronhpa_controller_schedule_lag_seconds_count").unwrap_or(f64::NAN),
-        sample(&metrics, "cronhpa_controller_reconcile_total").unwrap_or(f64::NAN)
+        sample(metrics, "cronhpa_controller_schedule_lag_seconds_count").unwrap_or(f64::NAN),
+        sample(metrics, "cronhpa_controller_reconcile_total").unwrap_or(f64::NAN)
     );
     println!(
         "  controller idle           {:.3} CPU s over {idle_secs:.0} s ({:.2}% of a core), RSS {idle_rss:.1} MiB",
@@ -378,14 +361,112 @@ async fn main() -> anyhow::Result<()> {
         cpu2[1] - cpu_fire[1],
         cpu2[2] - cpu_fire[2]
     );
-    if lateness.len() < n {
-        bail!("only {} of {n} targets were scaled", lateness.len());
-    }
-    if status_lateness.len() < n {
-        bail!(
-            "only {} of {n} statuses recorded the fire",
-            status_lateness.len()
-        );
-    }
+}
+
+/// Creates `n` TApps with 0 replicas and a CronHPA for each, all firing on `schedule`.
+async fn create_objects(
+    client: &Client,
+    n: usize,
+    parallel: usize,
+    schedule: &str,
+) -> anyhow::Result<()> {
+    let tapps: Api<TApp> = Api::namespaced(client.clone(), "default");
+    let cronhpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<addon_common::api::cronhpa::CronHPA>(&()),
+    );
+    stream::iter(0..n)
+        .map(|i| {
+            let tapps = tapps.clone();
+            let cronhpas = cronhpas.clone();
+            let schedule = schedule.to_owned();
+            async move {
+                let tapp: TApp = serde_json::from_value(json!({
+                    "apiVersion": "apps.tkestack.io/v1", "kind": "TApp",
+                    "metadata": {"name": format!("t{i}")},
+                    "spec": {"replicas": 0, "template": {"metadata": {"labels": {"app": format!("t{i}")}},
+                             "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+                }))?;
+                tapps.create(&PostParams::default(), &tapp).await?;
+                let cron: kube::api::DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "extensions.tkestack.io/v1", "kind": "CronHPA",
+                    "metadata": {"name": format!("c{i}")},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps.tkestack.io/v1", "kind": "TApp", "name": format!("t{i}")},
+                             "crons": [{"schedule": schedule, "targetReplicas": 3}]}
+                }))?;
+                cronhpas.create(&PostParams::default(), &cron).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(())
+}
+
+/// Starts the controller against the sandbox, its admin server on `admin_port`.
+fn start_controller(
+    bin_dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    admin_port: u16,
+    args: &Args,
+) -> anyhow::Result<KillOnDrop> {
+    Ok(KillOnDrop(
+        Command::new(bin_dir.join("cronhpa-controller"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--admin-address")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .args([
+                "--leader-elect",
+                "false",
+                "--log-filter",
+                "warn",
+                "--webhook-address",
+                "",
+            ])
+            .arg("--read-ahead")
+            .arg(format!("{}ms", args.read_ahead.as_millis()))
+            .arg("--concurrency")
+            .arg(args.concurrency.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting cronhpa-controller (build it: cargo build --release -p cronhpa-controller)")?,
+    ))
+}
+
+/// Watches the CronHPAs and sends the time at which each status first shows the fire at
+/// `fire` (statuses are written off the fire path, after the scales).
+fn watch_statuses(
+    client: &Client,
+    fire: DateTime<Utc>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<DateTime<Utc>>,
+) {
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel::<DateTime<Utc>>();
+    let status_api: Api<kube::core::Object<serde::de::IgnoredAny, LastSchedule>> =
+        Api::namespaced_with(
+            client.clone(),
+            "default",
+            &kube::api::ApiResource::erase::<CronHPA>(&()),
+        );
+    let status_task = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let stream = watcher(status_api, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(cron)) = stream.next().await {
+            let recorded = cron
+                .status
+                .as_ref()
+                .and_then(|s| s.last_schedule_time)
+                .is_some_and(|t| t == fire);
+            if recorded && seen.insert(cron.metadata.name.clone().unwrap_or_default()) {
+                let _ = status_tx.send(Utc::now());
+            }
+        }
+    });
+    (status_task, status_rx)
 }
