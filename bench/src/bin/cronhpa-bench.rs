@@ -148,26 +148,26 @@ async fn main() -> anyhow::Result<()> {
     let pid = controller.0.id();
     let sandbox_pid = sandbox.0.id();
 
-    // Watch the targets: record when each one reaches 3 replicas.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, DateTime<Utc>)>();
-    let watch_api: Api<kube::core::Object<Replicas, kube::core::NotUsed>> = Api::namespaced_with(
+    // When each target reaches 3 replicas, and when each CronHPA's status shows the fire
+    // (statuses are written off the fire path, after the scales).
+    let targets: Api<kube::core::Object<Replicas, kube::core::NotUsed>> = Api::namespaced_with(
         client.clone(),
         "default",
         &kube::api::ApiResource::erase::<TApp>(&()),
     );
-    let watch_task = tokio::spawn(async move {
-        let mut seen = std::collections::HashSet::new();
-        let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
-        futures::pin_mut!(stream);
-        while let Some(Ok(tapp)) = stream.next().await {
-            let name = tapp.metadata.name.clone().unwrap_or_default();
-            if tapp.spec.replicas == 3 && seen.insert(name.clone()) {
-                let _ = tx.send((name, Utc::now()));
-            }
-        }
+    let (watch_task, mut rx) = first_seen(targets, |t| t.spec.replicas == 3);
+    let statuses: Api<kube::core::Object<serde::de::IgnoredAny, LastSchedule>> =
+        Api::namespaced_with(
+            client.clone(),
+            "default",
+            &kube::api::ApiResource::erase::<CronHPA>(&()),
+        );
+    let (status_task, mut status_rx) = first_seen(statuses, move |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.last_schedule_time)
+            .is_some_and(|t| t == fire)
     });
-
-    let (status_task, mut status_rx) = watch_statuses(&client, fire);
 
     // Idle: from 5 s after start until read-ahead + 2 s before the fire.
     let quiet_before = args.read_ahead + Duration::from_secs(2);
@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while status_lateness.len() < n {
         match tokio::time::timeout_at(deadline, status_rx.recv()).await {
-            Ok(Some(at)) => status_lateness
+            Ok(Some((_name, at))) => status_lateness
                 .push((at - fire).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6),
             _ => break,
         }
@@ -437,36 +437,29 @@ fn start_controller(
     ))
 }
 
-/// Watches the CronHPAs and sends the time at which each status first shows the fire at
-/// `fire` (statuses are written off the fire path, after the scales).
-fn watch_statuses(
-    client: &Client,
-    fire: DateTime<Utc>,
+/// Watches `api` and sends each object's name with the time at which `reached` first held
+/// for it.
+fn first_seen<K>(
+    api: Api<K>,
+    reached: impl Fn(&K) -> bool + Send + 'static,
 ) -> (
     tokio::task::JoinHandle<()>,
-    tokio::sync::mpsc::UnboundedReceiver<DateTime<Utc>>,
-) {
-    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel::<DateTime<Utc>>();
-    let status_api: Api<kube::core::Object<serde::de::IgnoredAny, LastSchedule>> =
-        Api::namespaced_with(
-            client.clone(),
-            "default",
-            &kube::api::ApiResource::erase::<CronHPA>(&()),
-        );
-    let status_task = tokio::spawn(async move {
+    tokio::sync::mpsc::UnboundedReceiver<(String, DateTime<Utc>)>,
+)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
         let mut seen = std::collections::HashSet::new();
-        let stream = watcher(status_api, watcher::Config::default()).applied_objects();
+        let stream = watcher(api, watcher::Config::default()).applied_objects();
         futures::pin_mut!(stream);
-        while let Some(Ok(cron)) = stream.next().await {
-            let recorded = cron
-                .status
-                .as_ref()
-                .and_then(|s| s.last_schedule_time)
-                .is_some_and(|t| t == fire);
-            if recorded && seen.insert(cron.metadata.name.clone().unwrap_or_default()) {
-                let _ = status_tx.send(Utc::now());
+        while let Some(Ok(obj)) = stream.next().await {
+            let name = obj.meta().name.clone().unwrap_or_default();
+            if reached(&obj) && seen.insert(name.clone()) {
+                let _ = tx.send((name, Utc::now()));
             }
         }
     });
-    (status_task, status_rx)
+    (task, rx)
 }
